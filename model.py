@@ -1,0 +1,425 @@
+"""Segmentation networks: a CNN baseline, a U-Net and convolutions on the pixel grid graph.
+
+Every pixel of an H x W image is a node; edges join 4- or 8-neighbours. The
+graph is built once with scipy.sparse (never a dense (H*W)^2 matrix) and used
+by three layers:
+
+    GraphConv             Y = Â X W + b, Â = D~^-1/2 (A + I) D~^-1/2 (Kipf & Welling)
+    ChebConv              Y = sum_k T_k(L~) X W_k + b (Defferrard et al.)
+    DirectionalGraphConv  Y = X W_self + sum_d A_d X W_d + b, one weight per direction
+
+The sparse product is the definition and the general path. On a grid every
+one of these matrices only links a pixel to its 3x3 neighbourhood, so each
+layer also has an exact stencil fast path made of dense ops (a fixed depthwise
+convolution, or conv2d for the directional layer); tests prove the two equal.
+
+`python model.py` prints every model's parameter count.
+"""
+import contextlib
+import os
+import sys
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """Point file descriptor 2 at os.devnull for the duration of the block."""
+    # TF 2.21 writes oneDNN/CUDA/absl notices from C++ straight to fd 2 at
+    # import, whatever TF_CPP_MIN_LOG_LEVEL says; sys.stderr cannot catch them.
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(devnull)
+        os.close(saved)
+
+
+with _stderr_silenced():
+    import tensorflow as tf
+    import keras
+
+CONNECTIVITIES = (4, 8)
+# (dy, dx) of each neighbour in raster order; the 4-neighbours are a subset.
+DIRECTIONS = {
+    4: ((-1, 0), (0, -1), (0, 1), (1, 0)),
+    8: ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)),
+}
+
+
+def _check_connectivity(connectivity):
+    if connectivity not in CONNECTIVITIES:
+        raise ValueError(
+            f"connectivity must be one of {CONNECTIVITIES}, got {connectivity!r}.")
+
+
+# ---------------------------------------------------------------- the grid graph
+
+def direction_adjacencies(height, width, connectivity=8):
+    """{(dy, dx): A_d} with A_d[i, j] = 1 when pixel j is pixel i moved by (dy, dx)."""
+    _check_connectivity(connectivity)
+    n = height * width
+    ys, xs = np.divmod(np.arange(n), width)
+    adjacencies = {}
+    for dy, dx in DIRECTIONS[connectivity]:
+        inside = (ys + dy >= 0) & (ys + dy < height) & (xs + dx >= 0) & (xs + dx < width)
+        rows = np.flatnonzero(inside)
+        cols = rows + dy * width + dx
+        ones = np.ones(len(rows), np.float32)
+        adjacencies[(dy, dx)] = sp.csr_matrix((ones, (rows, cols)), shape=(n, n))
+    return adjacencies
+
+
+def grid_adjacency(height, width, connectivity=4):
+    """A: the symmetric 0/1 adjacency of the 4- or 8-connected pixel grid."""
+    return sum(direction_adjacencies(height, width, connectivity).values()).tocsr()
+
+
+def degree(adjacency):
+    """d_i = sum_j A_ij."""
+    return np.asarray(adjacency.sum(axis=1)).ravel()
+
+
+def _inv_sqrt(d):
+    """d^-1/2, with 0 where d = 0 (an isolated pixel)."""
+    safe = np.where(d > 0, d, 1.0)
+    return np.where(d > 0, safe ** -0.5, 0.0).astype(np.float32)
+
+
+def grid_laplacian(height, width, connectivity=4):
+    """L = I - D^-1/2 A D^-1/2"""
+    a = grid_adjacency(height, width, connectivity)
+    s = sp.diags(_inv_sqrt(degree(a)))
+    return (sp.identity(a.shape[0], np.float32, format="csr") - s @ a @ s).tocsr()
+
+
+def gcn_propagation(height, width, connectivity=4):
+    """Â = D~^-1/2 (A + I) D~^-1/2, with D~ the degrees of A + I."""
+    a = grid_adjacency(height, width, connectivity)
+    a = a + sp.identity(a.shape[0], np.float32, format="csr")
+    s = sp.diags(_inv_sqrt(degree(a)))
+    return (s @ a @ s).tocsr()
+
+
+def rescaled_laplacian(height, width, connectivity=4, lmax=2.0):
+    """L~ = 2 L / lmax - I; lmax=None computes the largest eigenvalue of L."""
+    lap = grid_laplacian(height, width, connectivity)
+    if lmax is None:
+        lmax = scipy.sparse.linalg.eigsh(lap, k=1, which="LM", return_eigenvectors=False)[0]
+    return (2.0 / lmax * lap - sp.identity(lap.shape[0], np.float32, format="csr")).tocsr()
+
+
+def to_sparse_tensor(matrix):
+    """A scipy sparse matrix as a float32 tf.SparseTensor with sorted (row, col) indices."""
+    coo = matrix.tocoo()
+    order = np.lexsort((coo.col, coo.row))
+    indices = np.stack([coo.row[order], coo.col[order]], axis=1).astype(np.int64)
+    return tf.SparseTensor(indices, coo.data[order].astype(np.float32), coo.shape)
+
+
+def _stencil(height, width, connectivity, self_loop):
+    """(n, k) with D^-1/2 (A + self_loop I) D^-1/2 X = n * conv(n * X, k) on the grid."""
+    a = grid_adjacency(height, width, connectivity)
+    n = _inv_sqrt(degree(a) + self_loop).reshape(height, width, 1)
+    k = np.zeros((3, 3), np.float32)
+    for dy, dx in DIRECTIONS[connectivity]:
+        k[dy + 1, dx + 1] = 1.0
+    k[1, 1] = self_loop
+    return n, k
+
+
+def _sparse_matmul(matrix, x):
+    """matrix @ x[b] for every image b: (B, M, C) -> (B, N, C) in one sparse-dense matmul."""
+    b, m, c = tf.shape(x)[0], x.shape[1], x.shape[2]
+    cols = tf.reshape(tf.transpose(x, (1, 0, 2)), (m, b * c))     # (M, B*C)
+    y = tf.sparse.sparse_dense_matmul(to_sparse_tensor(matrix), cols)  # (N, B*C)
+    return tf.transpose(tf.reshape(y, (matrix.shape[0], b, c)), (1, 0, 2))
+
+
+def _depthwise(x, kernel):
+    """x convolved channel by channel with one fixed 3x3 kernel, zero padded."""
+    c = x.shape[-1]
+    k = tf.tile(tf.constant(kernel, x.dtype)[:, :, None, None], (1, 1, c, 1))  # (3, 3, C, 1)
+    return tf.nn.depthwise_conv2d(x, k, (1, 1, 1, 1), "SAME")
+
+
+# ------------------------------------------------------------------------ layers
+
+@keras.saving.register_keras_serializable(package="segm")
+class GraphConv(keras.layers.Layer):
+    """Y = Â X W + b on the pixel grid: (B, H, W, C) -> (B, H, W, units)."""
+
+    def __init__(self, units, connectivity=4, use_bias=True, stencil=True, **kwargs):
+        super().__init__(**kwargs)
+        _check_connectivity(connectivity)
+        self.units, self.connectivity = int(units), int(connectivity)
+        self.use_bias, self.stencil = bool(use_bias), bool(stencil)
+
+    def build(self, input_shape):
+        _, h, w, c = input_shape
+        self.kernel = self.add_weight((c, self.units), "glorot_uniform", name="kernel")
+        self.bias = self.add_weight((self.units,), "zeros", name="bias") if self.use_bias else None
+        if self.stencil:
+            self.norm, self.taps = _stencil(h, w, self.connectivity, self_loop=1)
+        else:
+            self.propagation = gcn_propagation(h, w, self.connectivity)
+
+    def call(self, x):
+        xw = tf.einsum("bhwc,cu->bhwu", x, self.kernel)              # (B, H, W, units)
+        if self.stencil:
+            norm = tf.constant(self.norm, xw.dtype)                   # (H, W, 1)
+            y = norm * _depthwise(norm * xw, self.taps)
+        else:
+            _, h, w, u = xw.shape
+            y = tf.reshape(_sparse_matmul(self.propagation, tf.reshape(xw, (-1, h * w, u))),
+                           (-1, h, w, u))
+        return y + self.bias if self.use_bias else y
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.units)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "connectivity": self.connectivity,
+                "use_bias": self.use_bias, "stencil": self.stencil}
+
+
+@keras.saving.register_keras_serializable(package="segm")
+class ChebConv(keras.layers.Layer):
+    """Y = sum_{k<K} T_k(L~) X W_k + b, T_0 = X, T_1 = L~ X, T_k = 2 L~ T_{k-1} - T_{k-2}."""
+
+    def __init__(self, units, K, connectivity=4, use_bias=True, stencil=True, **kwargs):
+        super().__init__(**kwargs)
+        if int(K) < 1:
+            raise ValueError(f"K (the Chebyshev order) must be an integer >= 1, got {K!r}.")
+        _check_connectivity(connectivity)
+        self.units, self.K, self.connectivity = int(units), int(K), int(connectivity)
+        self.use_bias, self.stencil = bool(use_bias), bool(stencil)
+
+    def build(self, input_shape):
+        _, h, w, c = input_shape
+        self.kernel = self.add_weight((self.K, c, self.units), "glorot_uniform", name="kernel")
+        self.bias = self.add_weight((self.units,), "zeros", name="bias") if self.use_bias else None
+        # With lmax = 2, L~ = L - I = -D^-1/2 A D^-1/2: a stencil without self loop.
+        if self.stencil:
+            self.norm, self.taps = _stencil(h, w, self.connectivity, self_loop=0)
+        else:
+            self.rescaled = rescaled_laplacian(h, w, self.connectivity, lmax=2.0)
+
+    def _apply_rescaled(self, x):
+        if self.stencil:
+            norm = tf.constant(self.norm, x.dtype)
+            return -norm * _depthwise(norm * x, self.taps)
+        _, h, w, c = x.shape
+        return tf.reshape(_sparse_matmul(self.rescaled, tf.reshape(x, (-1, h * w, c))),
+                          (-1, h, w, c))
+
+    def call(self, x):
+        terms = [x]
+        if self.K > 1:
+            terms.append(self._apply_rescaled(x))
+        for _ in range(2, self.K):
+            terms.append(2.0 * self._apply_rescaled(terms[-1]) - terms[-2])
+        y = tf.einsum("kbhwc,kcu->bhwu", tf.stack(terms), self.kernel)  # (B, H, W, units)
+        return y + self.bias if self.use_bias else y
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.units)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "K": self.K,
+                "connectivity": self.connectivity, "use_bias": self.use_bias,
+                "stencil": self.stencil}
+
+
+@keras.saving.register_keras_serializable(package="segm")
+class DirectionalGraphConv(keras.layers.Layer):
+    """Y = X W_self + sum_d A_d X W_d + b: one weight per edge direction, so it sees orientation."""
+
+    def __init__(self, units, connectivity=8, use_bias=True, stencil=True, **kwargs):
+        super().__init__(**kwargs)
+        _check_connectivity(connectivity)
+        self.units, self.connectivity = int(units), int(connectivity)
+        self.use_bias, self.stencil = bool(use_bias), bool(stencil)
+
+    def build(self, input_shape):
+        _, h, w, c = input_shape
+        directions = ((0, 0),) + DIRECTIONS[self.connectivity]      # self first
+        # kernel[0] is W_self, kernel[d] the weight of direction directions[d].
+        self.kernel = self.add_weight((len(directions), c, self.units), "glorot_uniform",
+                                      name="kernel")
+        self.bias = self.add_weight((self.units,), "zeros", name="bias") if self.use_bias else None
+        if self.stencil:
+            # Direction (dy, dx) is tap [dy + 1, dx + 1] of a 3x3 convolution kernel.
+            self.taps = tuple((dy + 1) * 3 + dx + 1 for dy, dx in directions)
+        else:
+            adjacencies = direction_adjacencies(h, w, self.connectivity)
+            self.stacked = sp.hstack([adjacencies[d] for d in directions[1:]]).tocsr()
+
+    def call(self, x):
+        if self.stencil:
+            c = self.kernel.shape[1]
+            k = tf.scatter_nd([[t] for t in self.taps], self.kernel, (9, c, self.units))
+            y = tf.nn.conv2d(x, tf.reshape(k, (3, 3, c, self.units)), 1, "SAME")
+        else:
+            _, h, w, c = x.shape
+            d = self.kernel.shape[0] - 1
+            # [A_1 ... A_D] @ [X W_1; ...; X W_D]: every direction in one sparse matmul.
+            xw = tf.einsum("bnc,dcu->bdnu", tf.reshape(x, (-1, h * w, c)), self.kernel[1:])
+            y = _sparse_matmul(self.stacked, tf.reshape(xw, (-1, d * h * w, self.units)))
+            y = tf.reshape(y, (-1, h, w, self.units)) + tf.einsum("bhwc,cu->bhwu", x, self.kernel[0])
+        return y + self.bias if self.use_bias else y
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.units)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "connectivity": self.connectivity,
+                "use_bias": self.use_bias, "stencil": self.stencil}
+
+
+@keras.saving.register_keras_serializable(package="segm")
+class PixelCoordinates(keras.layers.Layer):
+    """Appends each pixel's (y, x) in [-1, 1]: (B, H, W, C) -> (B, H, W, C + 2)."""
+
+    def call(self, x):
+        # A grid graph is the same seen from every pixel; coordinates let a
+        # graph layer know where on the canvas it is, as zero padding does for a CNN.
+        shape = tf.shape(x)
+        ys = tf.linspace(-1.0, 1.0, shape[1])
+        xs = tf.linspace(-1.0, 1.0, shape[2])
+        grid = tf.stack(tf.meshgrid(ys, xs, indexing="ij"), axis=-1)  # (H, W, 2)
+        grid = tf.broadcast_to(tf.cast(grid, x.dtype), (shape[0], shape[1], shape[2], 2))
+        return tf.concat([x, grid], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], input_shape[-1] + 2)
+
+
+# ------------------------------------------------------------------------ models
+
+def _bn_relu(x):
+    return keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+
+
+def _conv_block(x, filters):
+    """Two 3x3 convolutions, each followed by batch norm and ReLU."""
+    for _ in range(2):
+        x = _bn_relu(keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x))
+    return x
+
+
+def _residual_graph_layers(x, make_layer, depth):
+    """`depth` times x <- x + ReLU(BN(layer(x))): residuals keep deep stacks trainable."""
+    for _ in range(depth):
+        x = keras.layers.Add()([x, _bn_relu(make_layer()(x))])
+    return x
+
+
+def _graph_model(name, make_layer, channels, depth, num_classes, height, width):
+    """Pixel coordinates, a 1x1 lift to `channels`, residual graph layers, a 1x1 classifier."""
+    inputs = keras.Input((height, width, 3))
+    x = keras.layers.Dense(channels)(PixelCoordinates()(inputs))
+    x = _residual_graph_layers(x, make_layer, depth)
+    outputs = keras.layers.Dense(num_classes)(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def fcn(num_classes, height, width):
+    """The seed repository's network: four 5x5 convolutions, the weak baseline."""
+    inputs = keras.Input((height, width, 3))
+    x = inputs
+    for filters in (10, 12, 8):
+        x = keras.layers.Conv2D(filters, 5, padding="same", activation="relu")(x)
+    outputs = keras.layers.Conv2D(num_classes, 5, padding="same")(x)
+    return keras.Model(inputs, outputs, name="fcn")
+
+
+def _encoder(x, filters):
+    """Conv blocks, each followed by 2x2 max pooling; returns the pooled map and the skips."""
+    skips = []
+    for f in filters:
+        x = _conv_block(x, f)
+        skips.append(x)
+        x = keras.layers.MaxPooling2D()(x)
+    return x, skips
+
+
+def _decoder(x, skips):
+    """Upsample, concatenate the skip of the same scale, conv block; coarse to fine."""
+    for skip in reversed(skips):
+        f = skip.shape[-1]
+        x = keras.layers.Conv2DTranspose(f, 2, strides=2)(x)
+        x = _conv_block(keras.layers.Concatenate()([x, skip]), f)
+    return x
+
+
+def unet(num_classes, height, width):
+    """A small U-Net: 16-32 channel encoder, 64 at 1/4 scale, decoder with skips."""
+    inputs = keras.Input((height, width, 3))
+    x, skips = _encoder(inputs, (16, 32))
+    x = _decoder(_conv_block(x, 64), skips)
+    outputs = keras.layers.Conv2D(num_classes, 1)(x)
+    return keras.Model(inputs, outputs, name="unet")
+
+
+def gcn(num_classes, height, width):
+    """Isotropic Kipf-Welling graph convolutions on the pixel grid, no convolutions."""
+    return _graph_model("gcn", lambda: GraphConv(64, use_bias=False), 64, 12,
+                        num_classes, height, width)
+
+
+def cheb(num_classes, height, width):
+    """Chebyshev filters of order K=3 (2-hop) on the pixel grid, no convolutions."""
+    return _graph_model("cheb", lambda: ChebConv(64, K=3, use_bias=False), 64, 5,
+                        num_classes, height, width)
+
+
+def dgcn(num_classes, height, width):
+    """Direction-aware graph convolutions on the 8-connected grid, no convolutions."""
+    return _graph_model("dgcn", lambda: DirectionalGraphConv(32, use_bias=False), 32, 8,
+                        num_classes, height, width)
+
+
+def hybrid(num_classes, height, width):
+    """CNN encoder down to 1/4 scale, graph convolutions on that coarse grid, CNN decoder."""
+    inputs = keras.Input((height, width, 3))
+    x, skips = _encoder(inputs, (16, 32))
+    x = keras.layers.Dense(64)(PixelCoordinates()(x))
+    x = _residual_graph_layers(x, lambda: GraphConv(64, use_bias=False), 4)
+    outputs = keras.layers.Conv2D(num_classes, 1)(_decoder(x, skips))
+    return keras.Model(inputs, outputs, name="hybrid")
+
+
+BUILDERS = {"fcn": fcn, "unet": unet, "gcn": gcn, "cheb": cheb, "dgcn": dgcn, "hybrid": hybrid}
+MODELS = tuple(BUILDERS)
+
+
+def build_model(name, num_classes=2, height=32, width=32):
+    """The model called `name` (one of MODELS): (B, H, W, 3) images -> (B, H, W, num_classes) logits."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}.")
+    if name in ("unet", "hybrid") and (height % 4 or width % 4):
+        raise ValueError(f"{name} pools twice, so height and width must be multiples of 4, "
+                         f"got {height}x{width}.")
+    return BUILDERS[name](num_classes, height, width)
+
+
+def parameter_table(num_classes=2, height=32, width=32):
+    """A markdown table of every model's parameter count."""
+    rows = ["| model | parameters |", "|---|---:|"]
+    for name in MODELS:
+        rows.append(f"| {name} | {build_model(name, num_classes, height, width).count_params():,} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(parameter_table())

@@ -1,0 +1,211 @@
+"""main.py: flags, metrics against hand counts, the NaN guard, checkpoints, the three modes."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import main
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--source", "synthetic", "--canvas", "16", "--digit_size", "8", "--batch_size", "8",
+        "--eval_images", "16", "--sample_rows", "2", "--model", "fcn"]
+
+
+def run_main(*args, timeout=300):
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
+
+
+def one_hot_model(preds, num_classes):
+    """A stand-in model whose argmax is `preds`, to score known predictions."""
+    logits = np.eye(num_classes, dtype=np.float32)[preds]                # (B, H, W, K)
+    return lambda images, training: logits[: len(images)]
+
+
+# ---- flags ------------------------------------------------------------------
+
+def test_flags_override_defaults_with_type_checks():
+    cfg = main.parse_config(["--learning_rate", "1", "--batch_size=32", "--model", "dgcn"])
+    assert cfg.learning_rate == 1.0 and isinstance(cfg.learning_rate, float)
+    assert cfg.batch_size == 32 and cfg.model == "dgcn"
+    assert cfg.steps == main.STEPS and cfg.checkpoint == Path(main.OUT_DIR) / "model.keras"
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--learning_rat", "0.1"], ["unknown flag --learning_rat", "--learning_rate"]),
+    (["--batch_size", "3.5"], ["--batch_size", "invalid int"]),
+    (["--model", "resnet"], ["fcn", "unet", "gcn", "cheb", "dgcn", "hybrid"]),
+    (["--num_classes", "3"], ["2, 11"]),
+    (["--steps", "0"], ["--steps must be positive"]),
+    (["--steps", "250"], ["multiple of --eval_every"]),
+    (["--evaluate", "--checkpoint", "nowhere.keras"], ["no saved model at nowhere.keras"]),
+])
+def test_bad_flags_are_one_clear_sentence(argv, words):
+    with pytest.raises(main.UsageError) as error:
+        main.parse_config(argv)
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_cli_bad_flag_exits_without_traceback():
+    result = run_main("--bogus", "1")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: unknown flag --bogus")
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+# ---- metrics ----------------------------------------------------------------
+
+def test_binary_metrics_match_hand_counts():
+    truth = np.array([[[0, 1, 1],
+                       [0, 1, 0],
+                       [0, 0, 0]]])
+    pred = np.array([[[0, 1, 0],
+                      [1, 1, 0],
+                      [0, 0, 0]]])
+    # digit: TP = 2, FP = 1 (row 1, col 0), FN = 1 (row 0, col 2); background: TP = 5.
+    metrics = main.score(one_hot_model(pred, 2), np.zeros((1, 3, 3, 3)), truth, 2)
+    assert metrics["fg_iou"] == pytest.approx(2 / 4)
+    assert metrics["dice"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
+    assert metrics["per_class_iou"] == pytest.approx([5 / 7, 2 / 4])
+    assert metrics["miou"] == pytest.approx((5 / 7 + 2 / 4) / 2)
+    assert metrics["pixel_accuracy"] == pytest.approx(7 / 9)
+    assert metrics["n_images"] == 1
+
+
+def test_metrics_aggregate_over_the_dataset_not_per_batch():
+    # Image 1 has a big digit found perfectly, image 2 a one-pixel digit missed:
+    # dataset-level IoU is 4/5, while a mean of per-image IoUs would be 1/2.
+    truth = np.zeros((2, 4, 4), int)
+    truth[0, :2, :2] = 1
+    truth[1, 3, 3] = 1
+    pred = truth.copy()
+    pred[1, 3, 3] = 0
+    metrics = main.score(one_hot_model(pred, 2), np.zeros((2, 4, 4, 3)), truth, 2, batch_size=1)
+    assert metrics["fg_iou"] == pytest.approx(4 / 5)
+
+
+def test_eleven_class_metrics_count_wrong_digits_as_class_errors_only():
+    truth = np.array([[[0, 3, 3, 5]]])
+    pred = np.array([[[0, 3, 4, 0]]])
+    metrics = main.score(one_hot_model(pred, 11), np.zeros((1, 1, 4, 3)), truth, 11)
+    # digit-vs-background: TP = 2 (cols 1, 2), FN = 1 (col 3), FP = 0.
+    assert metrics["fg_iou"] == pytest.approx(2 / 3)
+    per_class = metrics["per_class_iou"]
+    assert per_class[0] == pytest.approx(1 / 2)      # background: 1 hit, 1 false
+    assert per_class[3] == pytest.approx(1 / 2)  # class 3: 1 hit of 2 true
+    assert per_class[4] == pytest.approx(0.0)        # class 4: predicted, never true
+    assert per_class[5] == pytest.approx(0.0)        # class 5: true, missed
+    assert per_class[1] is None                      # never true nor predicted
+    present = [v for v in per_class if v is not None]
+    assert metrics["miou"] == pytest.approx(sum(present) / len(present))
+
+
+def test_loss_is_finite_on_empty_masks_and_round_trips():
+    loss = main.SegmentationLoss(num_classes=2, dice_weight=1.0)
+    y_true = np.zeros((2, 4, 4), np.int32)
+    y_pred = np.random.default_rng(0).normal(size=(2, 4, 4, 2)).astype(np.float32)
+    value = float(loss(y_true, y_pred))
+    assert np.isfinite(value) and value > 0
+    clone = main.SegmentationLoss.from_config(loss.get_config())
+    assert float(clone(y_true, y_pred)) == pytest.approx(value)
+
+
+# ---- training ---------------------------------------------------------------
+
+class PoisonedData:
+    """Real synthetic batches, with NaN images from call `bad_call` on."""
+
+    def __init__(self, datagen, bad_call):
+        self.datagen, self.bad_call, self.calls = datagen, bad_call, 0
+        self.canvas = datagen.canvas
+
+    def sample(self, batch_size, split="train"):
+        self.calls += 1
+        images, masks = self.datagen.sample(batch_size, split)
+        if self.calls >= self.bad_call:
+            images = np.full_like(images, np.nan)
+        return images, masks
+
+
+def test_nan_guard_keeps_the_run_alive(tmp_path):
+    cfg = main.parse_config(TINY + ["--steps", "8", "--eval_every", "4",
+                                    "--out_dir", str(tmp_path)])
+    datagen = main.make_datagen(cfg)
+    valid = datagen.test_set(8)
+    model, _ = main.train(cfg, main.make_strategy(cfg), PoisonedData(datagen, bad_call=6), valid)
+    weights = model.get_weights()
+    assert all(np.isfinite(w).all() for w in weights)
+    assert int(model.optimizer.iterations.numpy()) == 4  # back to the last good interval
+    metrics = main.score(model, *valid, cfg.num_classes)
+    assert 0 <= metrics["fg_iou"] <= 1
+    reloaded = main.load_checkpoint(tmp_path / "model.keras")
+    assert all(np.isfinite(w).all() for w in reloaded.get_weights())
+
+
+def test_train_evaluate_predict_end_to_end(tmp_path):
+    out = tmp_path / "out"
+    result = run_main(*TINY, "--steps", "10", "--eval_every", "5", "--out_dir", str(out))
+    assert result.returncode == 0, result.stderr
+    for name in ("model.keras", "metrics.json", "config.json", "log.csv", "input_data.png",
+                 "samples_fcn.png", "learning_curves_fcn.png"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "config.json").read_text())["steps"] == 10
+    assert "Traceback" not in result.stderr and "oneDNN" not in result.stderr
+
+    result = run_main("--evaluate", "--checkpoint", str(out / "model.keras"), "--source",
+                      "synthetic", "--digit_size", "8", "--eval_images", "16",
+                      "--out_dir", str(tmp_path / "eval"))
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(metrics) >= {"fg_iou", "miou", "per_class_iou", "dice", "pixel_accuracy",
+                            "n_images"}
+    assert metrics["n_images"] == 16
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == metrics
+
+    from PIL import Image
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (37, 50, 3), np.uint8)).save(photo)
+    result = run_main("--predict", str(photo), "--checkpoint", str(out / "model.keras"),
+                      "--out_dir", str(tmp_path / "pred"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "pred" / "prediction.png").is_file()
+
+    junk = tmp_path / "junk.png"
+    junk.write_text("not an image")
+    result = run_main("--predict", str(junk), "--checkpoint", str(out / "model.keras"))
+    assert result.returncode == 2
+    assert "not a readable image" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
+    args = [*TINY, "--steps", "400", "--eval_every", "2", "--out_dir", str(tmp_path)]
+    process = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *args], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "log.csv"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and process.poll() is None:
+        if log.is_file() and len(log.read_text().splitlines()) >= 4:  # header + 3 intervals
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "the run ended before it could be interrupted"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved = main.load_checkpoint(tmp_path / "model.keras")
+    done = int(saved.optimizer.iterations.numpy())
+    assert done >= 4 and done % 2 == 0
+
+    result = run_main(*TINY, "--steps", str(done + 4), "--eval_every", "2",
+                      "--out_dir", str(tmp_path), "--resume")
+    assert result.returncode == 0, result.stderr
+    assert f"resuming {tmp_path / 'model.keras'} at step {done}" in result.stdout
+    resumed = main.load_checkpoint(tmp_path / "model.keras")
+    assert int(resumed.optimizer.iterations.numpy()) == done + 4
+    epochs = [int(line.split(",")[0]) for line in log.read_text().splitlines()[1:]]
+    assert epochs[-2:] == [done // 2, done // 2 + 1]

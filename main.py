@@ -67,7 +67,7 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_config(argv=None):
     """Flags over the defaults above, type-checked, into one config object."""
-    parser = _Parser(prog="main.py", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="main.py", description=__doc__.split("\n")[0], allow_abbrev=False)
     for name, default in HYPERPARAMETERS.items():
         parser.add_argument(f"--{name}", type=type(default), default=default,
                             metavar=type(default).__name__.upper())
@@ -175,21 +175,24 @@ def compile_model(model, cfg):
 
 
 class NanGuard(keras.callbacks.Callback):
-    """At a non-finite loss, put back the weights of the interval's start and stop."""
+    """At a non-finite loss or weight, put back the interval's first weights and stop."""
 
     def on_epoch_begin(self, epoch, logs=None):
         self.good_step = int(self.model.optimizer.iterations.numpy())
         self.good = [v.numpy() for v in self._variables()]
 
     def on_train_batch_end(self, batch, logs=None):
-        if np.isfinite(logs["loss"]):
+        # The weights are checked too: oneDNN's ReLU maps NaN to 0, so a NaN
+        # batch can poison the weights while the reported loss stays finite.
+        if np.isfinite(logs["loss"]) and all(np.isfinite(w).all()
+                                             for w in self.model.get_weights()):
             return
+        step = int(self.model.optimizer.iterations.numpy())
         for variable, value in zip(self._variables(), self.good):
             variable.assign(value)
         self.model.stop_training = True
-        self.stopped_at = int(self.model.optimizer.iterations.numpy())
-        print(f"\nwarning: the loss became {logs['loss']} near step {self.stopped_at}; "
-              f"training stopped and the weights of step {self.good_step} were restored")
+        print(f"\nwarning: the loss or weights became NaN at step {step}; training stopped "
+              f"and the weights of step {self.good_step} were restored")
 
     def _variables(self):
         return self.model.weights + self.model.optimizer.variables

@@ -25,7 +25,14 @@ def run_main(*args, timeout=300):
 def one_hot_model(preds, num_classes):
     """A stand-in model whose argmax is `preds`, to score known predictions."""
     logits = np.eye(num_classes, dtype=np.float32)[preds]                # (B, H, W, K)
-    return lambda images, training: logits[: len(images)]
+    served = [0]
+
+    def model(images, training):
+        start = served[0]
+        served[0] += len(images)
+        return logits[start:start + len(images)]
+
+    return model
 
 
 # ---- flags ------------------------------------------------------------------

@@ -8,6 +8,7 @@ With no real files the generator falls back to a built-in synthetic source
 (font digits on procedural backgrounds), so everything runs on a fresh clone.
 """
 import argparse
+import functools
 import gzip
 import hashlib
 import os
@@ -129,7 +130,7 @@ def read_mnist(images_path, labels_path):
     try:
         images, labels = _IdxReader(return_type="lists").load(str(images_path), str(labels_path))
     except ValueError as e:  # python-mnist's magic-number check names the expected magic
-        bad = labels_path if "2049" in str(e) else images_path
+        bad = labels_path if "expected 2049" in str(e) else images_path
         raise DataError(f"{bad} has the wrong magic number for an MNIST file; {fix}.") from None
     except Exception as e:  # struct.error, EOFError, gzip and OS errors: all mean a bad file
         raise DataError(f"{images_path.name}/{labels_path.name} in {images_path.parent} "
@@ -318,19 +319,29 @@ def synthetic_backgrounds(n, rng):
     return np.clip(images, 0, 255).astype(np.uint8)
 
 
-_SYNTHETIC = {}
-
-
+@functools.lru_cache(maxsize=1)
 def load_synthetic():
-    """{"train": Split, "test": Split} of the fixed synthetic bank (built once per process)."""
-    if not _SYNTHETIC:
-        for stream, split in enumerate(SPLITS):
-            rng = np.random.default_rng([SYNTHETIC_SEED, stream])
-            digits, labels = synthetic_digits(SYNTHETIC_DIGITS[split], rng)
-            backgrounds = synthetic_backgrounds(SYNTHETIC_BACKGROUNDS[split], rng)
-            _SYNTHETIC[split] = Split(digits, labels, np.arange(len(digits)),
-                                      backgrounds, np.arange(len(backgrounds)))
-    return dict(_SYNTHETIC)
+    """{"train": Split, "test": Split} of the fixed synthetic bank, built once per process."""
+    data = {}
+    for stream, split in enumerate(SPLITS):
+        rng = np.random.default_rng([SYNTHETIC_SEED, stream])
+        digits, labels = synthetic_digits(SYNTHETIC_DIGITS[split], rng)
+        backgrounds = synthetic_backgrounds(SYNTHETIC_BACKGROUNDS[split], rng)
+        data[split] = Split(digits, labels, np.arange(len(digits)),
+                            backgrounds, np.arange(len(backgrounds)))
+    return data
+
+
+@functools.lru_cache(maxsize=1)
+def _load_real_once(folder, stamp):
+    """load_real, reused while the files (stamp: names, sizes, times) stay the same."""
+    return load_real(folder)
+
+
+def _stamp(data_dir):
+    """(path, size, mtime) of every file under data_dir: changes whenever the data does."""
+    files = sorted(p for p in Path(data_dir).glob("*/**/*") if p.is_file())
+    return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
 
 
 # ---------------------------------------------------------------- generator
@@ -367,9 +378,12 @@ class Datagen:
         self.source = source if source != "auto" else (
             "real" if has_real_files(self.data_dir) else "synthetic")
         self._asked = source
-        self.data = load_real(self.data_dir) if self.source == "real" else load_synthetic()
+        self.data = (_load_real_once(self.data_dir.resolve(), _stamp(self.data_dir))
+                     if self.source == "real"
+                     else load_synthetic())
         if len(self.sizes) == 1:  # shrink every digit once now (area average: 2x2 for 28 -> 14)
-            self._ink = {split: resize(self.data[split].digits / np.float32(255), self.digit_size)
+            # Resizing the integers first keeps 2x2 means exact, so "> 0.3" has no rounding ties.
+            self._ink = {split: resize(self.data[split].digits, self.digit_size) / np.float32(255)
                          for split in SPLITS}
         else:  # one zero-padded resampling matrix per allowed side, applied at sampling time
             self._ink, self._rows = None, np.zeros((len(self.sizes), self.sizes[-1], 28), np.float32)
@@ -425,8 +439,8 @@ class Datagen:
         if self._ink is not None:
             return self._ink[layout.split][layout.digit]
         rows = self._rows[layout.size - self.sizes[0]]  # (B, K, S, 28)
-        digits = self.data[layout.split].digits[layout.digit] / np.float32(255)
-        return rows @ digits @ np.swapaxes(rows, -1, -2)
+        digits = self.data[layout.split].digits[layout.digit].astype(np.float32)
+        return rows @ digits @ np.swapaxes(rows, -1, -2) / np.float32(255)
 
     def render(self, layout):
         """(images (B, C, C, 3) float32 in [-1, 1], masks (B, C, C) int32) for a layout."""

@@ -1,0 +1,440 @@
+"""load_data.py: readers on tiny real-format files, the generator, the CLI and every bad input."""
+import gzip
+import os
+import pickle
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import load_data
+from load_data import DataError, Datagen
+
+SCRIPT = Path(load_data.__file__)
+TRAIN_INK, T10K_INK = 80, 170  # digit i of a file is a square of intensity BASE + i
+
+
+# ---------------------------------------------------------------- tiny files in the real formats
+
+def write_idx(path, array, magic, count=None):
+    """An IDX file (gzipped if path ends in .gz) holding a uint8 array."""
+    header = struct.pack(f">II{'I' * (array.ndim - 1)}", magic, len(array) if count is None
+                         else count, *array.shape[1:])
+    with (gzip.open if str(path).endswith(".gz") else open)(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def square_digits(n, base):
+    """n 28x28 digits: a 16x16 square of intensity base + i, aligned to the 2x2 shrink."""
+    digits = np.zeros((n, 28, 28), np.uint8)
+    digits[:, 6:22, 6:22] = (base + np.arange(n))[:, None, None]
+    return digits
+
+
+def write_mnist(folder, n=40, sep="-", ext=".gz", t10k=0):
+    """Train (and, if t10k > 0, test) IDX files with identifiable square digits."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [("train", n, TRAIN_INK)] + ([("t10k", t10k, T10K_INK)] if t10k else [])
+    for stem, count, base in files:
+        write_idx(folder / f"{stem}-images{sep}idx3-ubyte{ext}", square_digits(count, base), 2051)
+        write_idx(folder / f"{stem}-labels{sep}idx1-ubyte{ext}", np.arange(count) % 10, 2049)
+
+
+def cifar_batch(images, str_keys=False):
+    """A CIFAR-10 python batch dict: (N, 3072) uint8 rows of R, G, B planes."""
+    batch = {b"batch_label": b"tiny", b"labels": [int(i % 10) for i in range(len(images))],
+             b"data": images.transpose(0, 3, 1, 2).reshape(len(images), 3072),
+             b"filenames": [b"x.png"] * len(images)}
+    return {k.decode(): v for k, v in batch.items()} if str_keys else batch
+
+
+def write_cifar(folder, n=10, nested=False, test=0, str_keys=False):
+    """data_batch_1..5 (and test_batch if test > 0) of flat backgrounds, red = record number."""
+    folder = folder / "cifar-10-batches-py" if nested else folder
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [(name, n, i * n) for i, name in enumerate(load_data.CIFAR_TRAIN)]
+    for name, count, first in files + ([("test_batch", test, 0)] if test else []):
+        images = np.zeros((count, 32, 32, 3), np.uint8)
+        images[..., 0] = (first + np.arange(count))[:, None, None]
+        images[..., 1] = 5 if name == "test_batch" else 0  # green tells test_batch apart
+        with open(folder / name, "wb") as f:
+            pickle.dump(cifar_batch(images, str_keys), f, protocol=2)
+
+
+def tiny_data(root, **mnist):
+    """A data folder with tiny MNIST and CIFAR files."""
+    write_mnist(root / "mnist", **mnist)
+    write_cifar(root / "cifar")
+    return root
+
+
+def decode(images, masks):
+    """(digit record value, background record) per image of a tiny_data sample."""
+    pixels = (images.astype(np.float64) + 1) * 127.5  # (B, C, C, 3)
+    clear = (masks == 0).reshape(len(images), -1)
+    background = np.array([p[..., 0].ravel()[c][0] for p, c in zip(pixels, clear)])
+    green = np.array([p[..., 1].ravel()[c][0] for p, c in zip(pixels, clear)])
+    ink = pixels[..., 1] - green[:, None, None]  # 200 * intensity on digit pixels
+    values = [(row[m > 0].max() / load_data.INK * 255) for row, m in zip(ink, masks)]
+    return np.round(values).astype(int), np.round(background).astype(int)
+
+
+# ---------------------------------------------------------------- an independent reference
+
+def paste_by_loop(gen, layout):
+    """The expected images and masks, one image and one digit at a time."""
+    data = gen.data[layout.split]
+    images, masks = [], []
+    for b in range(len(layout.background)):
+        background = data.backgrounds[layout.background[b]].astype(np.float64)
+        ink = np.zeros((gen.canvas, gen.canvas))
+        owner = np.zeros((gen.canvas, gen.canvas), int)
+        for k in range(layout.digit.shape[1]):
+            raw = data.digits[layout.digit[b, k]]
+            side = layout.size[b, k]
+            # Mean first, then /255: a 2x2 mean of exactly 0.3 must stay 0.3 (not a digit pixel).
+            digit = (raw.reshape(14, 2, 14, 2).mean(axis=(1, 3)) if side == 14
+                     else load_data.resize(raw, side)) / 255
+            y, x = layout.y[b, k], layout.x[b, k]
+            box = (slice(y, y + side), slice(x, x + side))
+            ink[box] = np.where(digit > 0, digit, ink[box])
+            owner[box] = np.where(digit > 0, data.labels[layout.digit[b, k]] + 1, owner[box])
+        on = ink > 0.3
+        masks.append(np.where(on, owner, 0) if gen.num_classes == 11 else on.astype(int))
+        if gen.canvas != 32:
+            background = np.moveaxis(load_data.resize(np.moveaxis(background, -1, 0), gen.canvas),
+                                     0, -1)
+        images.append(np.minimum(background + 200 * ink[..., None], 255) / 127.5 - 1)
+    return np.array(images), np.array(masks)
+
+
+def check_against_loop(gen, batch=8, split="train"):
+    """render() equals the per-image loop on a fresh layout."""
+    layout = gen.draw(batch, split)
+    images, masks = gen.render(layout)
+    want_images, want_masks = paste_by_loop(gen, layout)
+    assert images.dtype == np.float32 and masks.dtype == np.int32
+    assert images.shape == (batch, gen.canvas, gen.canvas, 3) and masks.shape == images.shape[:3]
+    np.testing.assert_array_equal(masks, want_masks)
+    np.testing.assert_allclose(images, want_images, atol=1e-5)
+    assert masks.any()
+
+
+# ---------------------------------------------------------------- readers
+
+@pytest.mark.parametrize("sep", ["-", "."])
+@pytest.mark.parametrize("ext", ["", ".gz"])
+def test_mnist_reader_reads_both_spellings_gzipped_or_not(tmp_path, sep, ext):
+    write_mnist(tmp_path / "mnist", n=30, sep=sep, ext=ext, t10k=7)
+    write_cifar(tmp_path / "cifar")
+    data = load_data.load_real(tmp_path)
+    np.testing.assert_array_equal(data["train"].digits, square_digits(30, TRAIN_INK))
+    np.testing.assert_array_equal(data["train"].labels, np.arange(30) % 10)
+    np.testing.assert_array_equal(data["test"].digits, square_digits(7, T10K_INK))
+
+
+@pytest.mark.parametrize("nested", [False, True])
+@pytest.mark.parametrize("str_keys", [False, True])
+def test_cifar_reader_reads_both_layouts(tmp_path, nested, str_keys):
+    write_mnist(tmp_path / "mnist")
+    write_cifar(tmp_path / "cifar", n=6, nested=nested, test=4, str_keys=str_keys)
+    data = load_data.load_real(tmp_path)
+    assert data["train"].backgrounds.shape == (30, 32, 32, 3)
+    np.testing.assert_array_equal(data["train"].backgrounds[:, 3, 7, 0], np.arange(30))
+    assert (data["test"].backgrounds[..., 1] == 5).all() and len(data["test"].backgrounds) == 4
+
+
+def test_cifar_pixel_order_is_r_g_b_planes(tmp_path):
+    rows = np.arange(3072, dtype=np.int64).reshape(1, 3072) % 251
+    batch = {b"data": rows.astype(np.uint8), b"labels": [0]}
+    (tmp_path / "b").write_bytes(pickle.dumps(batch, protocol=2))
+    image = load_data.read_cifar_batch(tmp_path / "b")
+    assert image[0, 2, 5].tolist() == [(2 * 32 + 5) % 251, (1024 + 69) % 251, (2048 + 69) % 251]
+
+
+class Hostile:
+    """Unpickling this runs a shell command, which must never happen."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_hostile_pickle_is_refused_and_never_runs(tmp_path):
+    root = tiny_data(tmp_path / "data")
+    marker = tmp_path / "pwned"
+    batch = cifar_batch(np.zeros((3, 32, 32, 3), np.uint8))
+    batch[b"labels"] = Hostile(marker)
+    (root / "cifar" / "data_batch_3").write_bytes(pickle.dumps(batch, protocol=2))
+    with pytest.raises(DataError, match="data_batch_3 asks to run posix.system"):
+        Datagen(root, source="real")
+    assert not marker.exists()
+
+
+def test_real_files_counts_come_from_the_files(real_data_dir):
+    data = load_data.load_real(real_data_dir)
+    digits = np.concatenate([data["train"].labels, data["test"].labels])
+    assert len(digits) == 22_699
+    assert np.bincount(digits).tolist() == [2258, 2581, 2215, 2369, 2222, 2010, 2235, 2356,
+                                            2163, 2290]  # the data README's label counts
+    assert len(data["train"].backgrounds) + len(data["test"].backgrounds) == 5_085
+    assert not set(data["train"].digit_ids) & set(data["test"].digit_ids)
+    assert not set(data["train"].background_ids) & set(data["test"].background_ids)
+
+
+# ---------------------------------------------------------------- the generator
+
+@pytest.mark.parametrize("num_classes,per_image", [(2, 1), (11, 1), (11, 3), (2, 4)])
+def test_masks_equal_the_pasted_digit_pixels(tmp_path, num_classes, per_image):
+    root = tiny_data(tmp_path)
+    gen = Datagen(root, num_classes=num_classes, digits_per_image=per_image, seed=3)
+    check_against_loop(gen, batch=16)
+
+
+def test_masks_on_real_data(real_data_dir):
+    check_against_loop(Datagen(real_data_dir, num_classes=11, digits_per_image=2), batch=32)
+    gen = Datagen(real_data_dir)
+    assert gen.source == "real" and "22,699" not in gen.describe()  # the held-out part is shown
+    assert "20,429 train / 2,270 test digits" in gen.describe()
+
+
+def test_scaled_digits_on_a_larger_canvas(tmp_path):
+    gen = Datagen(tiny_data(tmp_path), canvas=64, digits_per_image=3, num_classes=11,
+                  digit_scale=(0.5, 2.0))
+    layout = gen.draw(64)
+    assert layout.size.min() == 7 and layout.size.max() == 28  # both ends are reachable
+    check_against_loop(gen, batch=12)
+
+
+def test_values_follow_the_seed_protocol(tmp_path):
+    images, masks = Datagen(tiny_data(tmp_path)).sample(32)
+    values, backgrounds = decode(images, masks)
+    assert set(values) <= set(range(TRAIN_INK, TRAIN_INK + 40))  # intensities survive the 2x2 shrink
+    assert set(np.unique(masks)) == {0, 1}
+    assert ((masks == 1).sum(axis=(1, 2)) == 16 * 16 // 4).all()  # a 16x16 square shrunk to 8x8
+
+
+def test_same_seed_same_images_and_fixed_test_set(tmp_path):
+    root = tiny_data(tmp_path)
+    first, second = Datagen(root, seed=5), Datagen(root, seed=5)
+    for split in ("train", "test", "train"):
+        a, b = first.sample(8, split), second.sample(8, split)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    next_a, next_b = first.sample(8)[0], Datagen(root, seed=6).sample(8)[0]
+    assert not np.array_equal(next_a, next_b)
+    assert not np.array_equal(next_a, first.sample(8)[0])  # successive calls advance
+    fixed = first.test_set(20)
+    np.testing.assert_array_equal(fixed[0], Datagen(root, seed=5).test_set(20)[0])
+    np.testing.assert_array_equal(fixed[1], first.test_set(20)[1])
+    assert not np.array_equal(fixed[0], Datagen(root, seed=6).test_set(20)[0])
+
+
+def test_held_out_test_split_never_meets_the_train_split(tmp_path):
+    gen = Datagen(tiny_data(tmp_path, n=40), seed=1)  # no t10k/test_batch: a held-out part
+    train_values, train_bgs = decode(*gen.sample(400, "train"))
+    test_values, test_bgs = decode(*gen.test_set(200))
+    # The last 10% of each train file is held out: digits 36..39 and backgrounds 45..49.
+    assert set(train_values) == set(TRAIN_INK + np.arange(36))
+    assert set(test_values) == set(TRAIN_INK + np.arange(36, 40))
+    assert set(train_bgs) == set(range(45)) and set(test_bgs) == set(range(45, 50))
+
+
+def test_t10k_files_make_the_test_split(tmp_path):
+    gen = Datagen(tiny_data(tmp_path, n=20, t10k=8))
+    values, _ = decode(*gen.sample(100, "test"))
+    assert set(values) == set(T10K_INK + np.arange(8))
+    values, _ = decode(*gen.sample(100, "train"))
+    assert set(values) == set(TRAIN_INK + np.arange(20))
+
+
+def test_synthetic_source_when_no_real_files(tmp_path):
+    gen = Datagen(tmp_path / "empty", num_classes=11, digits_per_image=2)
+    assert gen.source == "synthetic" and "--download" in gen.describe()
+    check_against_loop(gen, batch=16, split="test")
+    images, masks = gen.sample(64)
+    assert -1 <= images.min() and images.max() <= 1
+    assert 0.02 < (masks > 0).mean() < 0.3
+    assert set(np.unique(masks)) == set(range(11))
+    train, test = gen.data["train"].digits, gen.data["test"].digits
+    assert not set(map(bytes, train)) & set(map(bytes, test))  # disjoint renderings
+
+
+def test_synthetic_source_on_request_even_with_real_files(tmp_path):
+    gen = Datagen(tiny_data(tmp_path), source="synthetic")
+    assert gen.source == "synthetic" and len(gen.data["train"].digits) == 4000
+
+
+def test_normalize_and_denormalize():
+    pixels = np.array([0, 127.5, 255])
+    np.testing.assert_allclose(load_data.normalize(pixels), [-1, 0, 1])
+    np.testing.assert_allclose(load_data.denormalize([-2, -1, 0, 1, 3]), [0, 0, 0.5, 1, 1])
+    assert load_data.normalize(np.uint8([7])).dtype == np.float32
+
+
+# ---------------------------------------------------------------- bad input
+
+def truncate(path, keep):
+    """Cut a (possibly gzipped) file's content to its first keep bytes."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        content = f.read()[:keep]
+    with opener(path, "wb") as f:
+        f.write(content)
+
+
+def rewrite_cifar(root, name, batch):
+    (root / "cifar" / name).write_bytes(pickle.dumps(batch, protocol=2))
+
+
+MNIST_IMAGES = "mnist/train-images-idx3-ubyte.gz"
+MNIST_LABELS = "mnist/train-labels-idx1-ubyte.gz"
+BREAKAGES = {
+    "missing mnist file": (lambda r: (r / MNIST_LABELS).unlink(), "lacks train-images"),
+    "missing cifar batch": (lambda r: (r / "cifar/data_batch_4").unlink(), "lacks data_batch_4"),
+    "lone t10k file": (lambda r: write_idx(r / "mnist/t10k-images-idx3-ubyte",
+                                           square_digits(3, 0), 2051), "only one of the two"),
+    "truncated images": (lambda r: truncate(r / MNIST_IMAGES, 16 + 784 * 5 + 100), "truncated"),
+    "truncated header": (lambda r: truncate(r / MNIST_IMAGES, 10), "could not be read"),
+    "damaged gzip": (lambda r: (r / MNIST_IMAGES).write_bytes(b"\x1f\x8b" + b"junk" * 9),
+                     "could not be read"),
+    "too few labels": (lambda r: truncate(r / MNIST_LABELS, 8 + 30), "holds 30 labels for 40"),
+    "header count too large": (lambda r: write_idx(r / MNIST_IMAGES, square_digits(40, 0), 2051,
+                                                   count=41), "truncated"),
+    "not 28x28": (lambda r: write_idx(r / MNIST_IMAGES, np.zeros((40, 20, 20)), 2051),
+                  "not 28x28"),
+    "image magic": (lambda r: write_idx(r / MNIST_IMAGES, square_digits(40, 0), 2049),
+                    "train-images-idx3-ubyte.gz has the wrong magic number"),
+    "label magic": (lambda r: write_idx(r / MNIST_LABELS, np.zeros(40), 2051),
+                    "train-labels-idx1-ubyte.gz has the wrong magic number"),
+    "label above 9": (lambda r: write_idx(r / MNIST_LABELS, np.full(40, 12), 2049), "above 9"),
+    "cifar keys": (lambda r: rewrite_cifar(r, "data_batch_2", {b"data": np.zeros((2, 3072))}),
+                   "lacks the 'data' and 'labels'"),
+    "cifar shape": (lambda r: rewrite_cifar(r, "data_batch_2", {
+        b"data": np.zeros((2, 1024), np.uint8), b"labels": [0, 1]}), "N x 3072 uint8"),
+    "cifar dtype": (lambda r: rewrite_cifar(r, "data_batch_2", {
+        b"data": np.zeros((2, 3072)), b"labels": [0, 1]}), "N x 3072 uint8"),
+    "cifar label count": (lambda r: rewrite_cifar(r, "data_batch_2", {
+        b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}), "N x 3072 uint8"),
+    "cifar not a dict": (lambda r: rewrite_cifar(r, "data_batch_2", [1, 2]), "lacks the 'data'"),
+    "truncated pickle": (lambda r: truncate(r / "cifar/data_batch_1", 300), "not a readable"),
+    "one record": (lambda r: [write_idx(r / MNIST_IMAGES, square_digits(1, 0), 2051),
+                              write_idx(r / MNIST_LABELS, np.zeros(1), 2049)], "too few"),
+}
+
+
+@pytest.mark.parametrize("name", BREAKAGES)
+def test_bad_files_give_one_clear_sentence(tmp_path, name):
+    root = tiny_data(tmp_path)
+    breakage, expected = BREAKAGES[name]
+    breakage(root)
+    with pytest.raises(DataError, match=expected) as error:
+        Datagen(root)  # auto: the real files are there, so they must be right
+    message = str(error.value)
+    assert message.endswith(".") and "\n" not in message and ";" in message  # what, then what to do
+
+
+@pytest.mark.parametrize("kwargs,expected", [
+    ({"digit_size": 40}, "does not fit"),
+    ({"canvas": 0}, "canvas must be a whole number"),
+    ({"num_classes": 10}, "num_classes must be 2"),
+    ({"source": "web"}, "source must be one of"),
+    ({"source": "real"}, "does not exist"),
+    ({"digit_scale": (1, 3)}, "high \\* digit_size <= canvas"),
+    ({"digit_scale": (2, 1)}, "0 < low <= high"),
+    ({"digit_scale": "big"}, "pair"),
+    ({"seed": -1}, "seed must be"),
+    ({"digits_per_image": 1.5}, "digits_per_image must be a whole number"),
+])
+def test_bad_arguments_give_one_clear_sentence(tmp_path, kwargs, expected):
+    with pytest.raises(DataError, match=expected):
+        Datagen(tmp_path / "missing", **kwargs)
+
+
+def test_bad_split_and_sizes(tmp_path):
+    gen = Datagen(tiny_data(tmp_path))
+    with pytest.raises(DataError, match="split must be 'train' or 'test', not 'valid'"):
+        gen.sample(4, split="valid")
+    with pytest.raises(DataError, match="batch_size must be"):
+        gen.sample(0)
+    with pytest.raises(DataError, match="n must be"):
+        gen.test_set(-3)
+
+
+# ---------------------------------------------------------------- command line
+
+def run_script(*args):
+    """Run load_data.py as a user would; returns the finished process."""
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True,
+                          text=True, timeout=120, cwd=SCRIPT.parent)
+
+
+def test_cli_writes_the_picture(tmp_path, capsys):
+    out = tmp_path / "pictures" / "grid.png"
+    assert load_data.main(["--data_dir", str(tiny_data(tmp_path / "d")), "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = capsys.readouterr().out
+    assert "data: real MNIST (36 train / 4 test digits)" in printed and f"wrote {out}" in printed
+    assert [p.name for p in out.parent.iterdir()] == ["grid.png"]  # no temporary left behind
+
+
+def test_cli_on_real_data(real_data_dir, tmp_path, capsys):
+    assert load_data.main(["--data_dir", str(real_data_dir), "--out", str(tmp_path / "a.png")]) == 0
+    assert "real MNIST" in capsys.readouterr().out
+
+
+def test_cli_missing_folder_is_one_line_and_exit_1(tmp_path):
+    done = run_script("--data_dir", tmp_path / "nowhere", "--out", tmp_path / "x.png")
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith("error: --data_dir") and done.stderr.count("\n") == 1
+    assert "Traceback" not in done.stderr and not (tmp_path / "x.png").exists()
+
+
+def test_cli_hostile_data_never_overwrites_a_good_picture(tmp_path):
+    root = tiny_data(tmp_path / "data")
+    rewrite_cifar(root, "data_batch_1", Hostile(tmp_path / "pwned"))
+    good = tmp_path / "good.png"
+    good.write_bytes(b"a good picture")
+    done = run_script("--data_dir", root, "--out", good)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: ") and "was not loaded" in done.stderr
+    assert good.read_bytes() == b"a good picture" and not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("out", ["folder", "grid.jpg"])
+def test_cli_bad_out_is_refused_before_anything_is_written(tmp_path, capsys, out):
+    (tmp_path / "folder").mkdir()
+    assert load_data.main(["--data_dir", str(tiny_data(tmp_path / "d")),
+                           "--out", str(tmp_path / out)]) == 1
+    assert "must name a .png file" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "folder"]
+
+
+def test_cli_flag_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as done:
+        load_data.main(["--canvas", "big"])
+    assert done.value.code == 2 and "invalid int value" in capsys.readouterr().err
+
+
+def test_cli_synthetic_when_the_folder_is_empty(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert load_data.main(["--data_dir", str(tmp_path / "empty"),
+                           "--out", str(tmp_path / "s.png")]) == 0
+    assert "synthetic" in capsys.readouterr().out and (tmp_path / "s.png").is_file()
+
+
+def test_benchmark_reports_a_rate_per_repeat(tmp_path):
+    rates = load_data.benchmark(Datagen(tiny_data(tmp_path)), batches=3, repeats=2)
+    assert len(rates) == 2 and min(rates) > 0
+
+
+def test_import_is_quiet_and_free_of_tensorflow():
+    code = "import sys, load_data; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=SCRIPT.parent, timeout=60)
+    assert done.stdout == "False False\n" and done.stderr == ""

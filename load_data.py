@@ -588,29 +588,34 @@ def _stream(url, out, name, progress, timeout=30):
 
 
 def _check_archive(path, folder):
-    """DataError unless every member of the tar.gz at path stays inside folder."""
+    """DataError unless every member of the tar.gz lands inside folder/cifar-10-batches-py."""
     try:
         with tarfile.open(path, "r:gz") as tar:
-            for member in tar.getmembers():
-                tarfile.data_filter(member, str(folder))  # the stdlib's own escape checks
+            members = tar.getmembers()
+            for member in members:  # the stdlib's data filter catches links that leave folder
+                if Path(member.name).parts[:1] != (CIFAR_FOLDER,) or ".." in Path(member.name).parts:
+                    raise tarfile.FilterError(member.name)
+                tarfile.data_filter(member, str(folder))
     except tarfile.FilterError as e:
-        raise DataError(f"the archive tries to write outside {folder} ({e}), so it was deleted "
-                        f"unopened; use another --mirror.") from None
+        raise DataError(f"the archive tries to write outside {folder / CIFAR_FOLDER} ({e}), so it "
+                        f"was not extracted; use another --mirror.") from None
     except (tarfile.TarError, OSError, EOFError) as e:
         raise DataError(f"the archive is not a readable tar.gz ({e}); run the command again.") from None
+    if not members:
+        raise DataError("the archive is empty; use another --mirror.")
 
 
 def _extract(path, folder):
-    """Extract the CIFAR tarball so folder/cifar-10-batches-py appears whole or not at all."""
+    """Extract the checked CIFAR tarball so folder/cifar-10-batches-py appears whole or not at all."""
+    _check_archive(path, folder)  # again: the archive may predate this run
     staging = Path(tempfile.mkdtemp(dir=folder, prefix=".extract-"))
     try:
         with tarfile.open(path, "r:gz") as tar:
             tar.extractall(staging, filter="data")
-        if not (staging / CIFAR_FOLDER).is_dir():
-            raise DataError(f"{path.name} has no {CIFAR_FOLDER} folder, so it is not the CIFAR-10 "
-                            f"python archive; delete it and use another --mirror.")
         shutil.rmtree(folder / CIFAR_FOLDER, ignore_errors=True)  # an incomplete earlier copy
         os.replace(staging / CIFAR_FOLDER, folder / CIFAR_FOLDER)
+    except (tarfile.TarError, OSError) as e:
+        raise DataError(f"extracting {path} failed ({e}); free some disk space and run again.") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -214,7 +214,7 @@ def test_scaled_digits_on_a_larger_canvas(tmp_path):
 def test_values_follow_the_seed_protocol(tmp_path):
     images, masks = Datagen(tiny_data(tmp_path)).sample(32)
     values, backgrounds = decode(images, masks)
-    assert set(values) <= set(range(TRAIN_INK, TRAIN_INK + 40))  # intensities survive the 2x2 shrink
+    assert set(values) <= set(range(TRAIN_INK, TRAIN_INK + 40))  # exact through the 2x2 shrink
     assert set(np.unique(masks)) == {0, 1}
     assert ((masks == 1).sum(axis=(1, 2)) == 16 * 16 // 4).all()  # a 16x16 square shrunk to 8x8
 
@@ -267,7 +267,7 @@ def test_synthetic_source_when_no_real_files(tmp_path):
 
 def test_synthetic_source_on_request_even_with_real_files(tmp_path):
     gen = Datagen(tiny_data(tmp_path), source="synthetic")
-    assert gen.source == "synthetic" and len(gen.data["train"].digits) == 4000
+    assert gen.source == "synthetic" and len(gen.data["train"].digits) == 3000
 
 
 def test_normalize_and_denormalize():
@@ -307,7 +307,7 @@ BREAKAGES = {
     "header count too large": (lambda r: write_idx(r / MNIST_IMAGES, square_digits(40, 0), 2051,
                                                    count=41), "truncated"),
     "not 28x28": (lambda r: write_idx(r / MNIST_IMAGES, np.zeros((40, 20, 20)), 2051),
-                  "not 28x28"),
+                  "does not hold 28x28"),
     "image magic": (lambda r: write_idx(r / MNIST_IMAGES, square_digits(40, 0), 2049),
                     "train-images-idx3-ubyte.gz has the wrong magic number"),
     "label magic": (lambda r: write_idx(r / MNIST_LABELS, np.zeros(40), 2051),

@@ -307,7 +307,8 @@ class PixelCoordinates(keras.layers.Layer):
 # ------------------------------------------------------------------------ models
 
 def _bn_relu(x):
-    return keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+    # momentum 0.9: the running statistics must settle within a few hundred steps.
+    return keras.layers.ReLU()(keras.layers.BatchNormalization(momentum=0.9)(x))
 
 
 def _conv_block(x, filters):

@@ -1,0 +1,255 @@
+"""model.py: the grid graph against dense numpy, each layer against its dense product, every model."""
+import itertools
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import model
+from model import keras, tf
+
+GRIDS = [(3, 4), (5, 5)]
+RNG = np.random.default_rng(0)
+
+
+def brute_adjacency(h, w, connectivity):
+    """A by comparing every pair of pixels: the definition, O((HW)^2)."""
+    pixels = list(itertools.product(range(h), range(w)))
+    a = np.zeros((h * w, h * w))
+    for (i, (yi, xi)), (j, (yj, xj)) in itertools.product(enumerate(pixels), repeat=2):
+        dy, dx = abs(yi - yj), abs(xi - xj)
+        a[i, j] = (dy + dx == 1) if connectivity == 4 else (max(dy, dx) == 1)
+    return a
+
+
+def sym_normalise(a):
+    """D^-1/2 A D^-1/2 in dense numpy."""
+    s = np.diag(1 / np.sqrt(a.sum(1)))
+    return s @ a @ s
+
+
+# ------------------------------------------------------------------ graph math
+
+@pytest.mark.parametrize("h, w", GRIDS)
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_adjacency_matches_definition_and_counts(h, w, connectivity):
+    a = model.grid_adjacency(h, w, connectivity).toarray()
+    np.testing.assert_array_equal(a, brute_adjacency(h, w, connectivity))
+    edges = 2 * h * w - h - w + (2 * (h - 1) * (w - 1) if connectivity == 8 else 0)
+    assert a.sum() / 2 == edges
+    deg = model.degree(model.grid_adjacency(h, w, connectivity)).reshape(h, w)
+    corner, side, inner = (2, 3, 4) if connectivity == 4 else (3, 5, 8)
+    assert deg[0, 0] == deg[0, -1] == deg[-1, 0] == deg[-1, -1] == corner
+    assert deg[0, 1] == deg[1, 0] == deg[-1, 1] == deg[1, -1] == side
+    assert deg[1, 1] == inner
+
+
+@pytest.mark.parametrize("h, w", GRIDS)
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_laplacian_and_propagation_match_dense_formulas(h, w, connectivity):
+    a = brute_adjacency(h, w, connectivity)
+    eye = np.eye(h * w)
+    lap = model.grid_laplacian(h, w, connectivity).toarray()
+    np.testing.assert_allclose(lap, eye - sym_normalise(a), atol=1e-6)
+    np.testing.assert_allclose(lap, lap.T, atol=1e-7)
+    eig = np.linalg.eigvalsh(lap)
+    assert eig.min() > -1e-5 and eig.max() < 2 + 1e-5
+    assert abs(eig.min()) < 1e-5, "a connected graph has exactly one zero eigenvalue"
+    prop = model.gcn_propagation(h, w, connectivity).toarray()
+    np.testing.assert_allclose(prop, sym_normalise(a + eye), atol=1e-6)
+    for lmax in (2.0, None):
+        rescaled = model.rescaled_laplacian(h, w, connectivity, lmax=lmax).toarray()
+        eig = np.linalg.eigvalsh(rescaled)
+        assert eig.min() > -1 - 1e-5 and eig.max() < 1 + 1e-5
+    np.testing.assert_allclose(rescaled, 2 * lap / np.linalg.eigvalsh(lap).max() - eye, atol=1e-5)
+    assert abs(eig.max() - 1) < 1e-4, "lmax=None rescales the top eigenvalue to exactly 1"
+
+
+def test_isolated_pixel_has_no_nan():
+    assert model.grid_laplacian(1, 1).toarray().tolist() == [[1.0]]
+    assert model.gcn_propagation(1, 1).toarray().tolist() == [[1.0]]
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_direction_adjacencies_shift_pixels(connectivity):
+    h, w = 3, 4
+    directions = model.direction_adjacencies(h, w, connectivity)
+    assert set(directions) == set(model.DIRECTIONS[connectivity])
+    image = RNG.standard_normal((h, w))
+    padded = np.pad(image, 1)
+    for (dy, dx), a in directions.items():
+        # (A_d x)[y, x] is the pixel at (y + dy, x + dx), zero outside the image.
+        shifted = padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+        np.testing.assert_allclose((a @ image.ravel()).reshape(h, w), shifted, atol=1e-6)
+        np.testing.assert_array_equal(a.T.toarray(), directions[(-dy, -dx)].toarray())
+    total = sum(a.toarray() for a in directions.values())
+    np.testing.assert_array_equal(total, brute_adjacency(h, w, connectivity))
+
+
+def test_large_grid_builds_sparse_and_fast():
+    start = time.perf_counter()
+    prop = model.gcn_propagation(256, 256, 8)
+    lap = model.grid_laplacian(256, 256, 8)
+    assert time.perf_counter() - start < 1.0
+    assert prop.nnz == 256 * 256 + 2 * (4 * 256 * 256 - 6 * 256 + 2)
+    assert lap.data.nbytes + lap.indices.nbytes < 5e6
+
+
+def test_sparse_tensor_is_sorted_and_exact():
+    matrix = model.gcn_propagation(3, 4, 8)
+    st = model.to_sparse_tensor(matrix)
+    idx = st.indices.numpy()
+    assert np.all(np.diff(idx[:, 0] * matrix.shape[1] + idx[:, 1]) > 0)
+    np.testing.assert_allclose(tf.sparse.to_dense(st).numpy(), matrix.toarray())
+    np.testing.assert_array_equal(tf.sparse.reorder(st).indices.numpy(), idx)
+
+
+# ---------------------------------------------------------------------- layers
+
+def layer_with_random_weights(cls, x, **kwargs):
+    layer = cls(**kwargs)
+    layer.build(x.shape)
+    layer.set_weights([RNG.standard_normal(w.shape).astype("float32") for w in layer.weights])
+    return layer
+
+
+def dense_reference(layer, x):
+    """The layer's definition in dense float64 numpy, one image at a time."""
+    _, h, w, c = x.shape
+    weights = [wt.numpy().astype(np.float64) for wt in layer.weights]
+    kernel, bias = weights[0], weights[1]
+    flat = x.numpy().reshape(len(x), h * w, c).astype(np.float64)
+    if isinstance(layer, model.GraphConv):
+        prop = model.gcn_propagation(h, w, layer.connectivity).toarray()
+        out = prop @ flat @ kernel
+    elif isinstance(layer, model.ChebConv):
+        lt = model.rescaled_laplacian(h, w, layer.connectivity).toarray()
+        terms = [flat, lt @ flat]
+        while len(terms) < layer.K:
+            terms.append(2 * lt @ terms[-1] - terms[-2])
+        out = sum(t @ k for t, k in zip(terms, kernel))
+    else:
+        directions = model.direction_adjacencies(h, w, layer.connectivity)
+        out = flat @ kernel[0]
+        for d, k in zip(model.DIRECTIONS[layer.connectivity], kernel[1:]):
+            out = out + directions[d].toarray() @ flat @ k
+    return (out + bias).reshape(len(x), h, w, -1)
+
+
+LAYERS = [
+    (model.GraphConv, {"connectivity": 4}),
+    (model.GraphConv, {"connectivity": 8}),
+    (model.ChebConv, {"K": 1}),
+    (model.ChebConv, {"K": 4, "connectivity": 8}),
+    (model.DirectionalGraphConv, {"connectivity": 8}),
+    (model.DirectionalGraphConv, {"connectivity": 4}),
+]
+
+
+@pytest.mark.parametrize("h, w", GRIDS)
+@pytest.mark.parametrize("cls, kwargs", LAYERS)
+def test_layer_equals_dense_product_on_both_paths(cls, kwargs, h, w):
+    x = tf.constant(RNG.standard_normal((2, h, w, 3)), tf.float32)
+    fast = layer_with_random_weights(cls, x, units=5, stencil=True, **kwargs)
+    general = layer_with_random_weights(cls, x, units=5, stencil=False, **kwargs)
+    general.set_weights(fast.get_weights())
+    expected = dense_reference(fast, x)
+    np.testing.assert_allclose(fast(x).numpy(), expected, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(tf.function(general)(x).numpy(), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_directional_layer_is_a_3x3_convolution(connectivity):
+    x = tf.constant(RNG.standard_normal((2, 5, 6, 3)), tf.float32)
+    layer = layer_with_random_weights(model.DirectionalGraphConv, x, units=4,
+                                      connectivity=connectivity, use_bias=False, stencil=False)
+    weights = layer.get_weights()[0]
+    kernel = np.zeros((3, 3, 3, 4), np.float32)
+    for (dy, dx), wd in zip(((0, 0),) + model.DIRECTIONS[connectivity], weights):
+        kernel[dy + 1, dx + 1] = wd
+    expected = tf.nn.conv2d(x, kernel, 1, padding="SAME").numpy()
+    np.testing.assert_allclose(layer(x).numpy(), expected, atol=1e-5)
+    if connectivity == 4:
+        assert not kernel[::2, ::2].any(), "4-connectivity is the plus-shaped kernel"
+
+
+@pytest.mark.parametrize("stencil", [True, False])
+@pytest.mark.parametrize("cls, kwargs", LAYERS)
+def test_gradients_reach_every_weight(cls, kwargs, stencil):
+    x = tf.constant(RNG.standard_normal((2, 4, 5, 3)), tf.float32)
+    layer = cls(units=4, stencil=stencil, **kwargs)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(x) ** 2)
+    grads = tape.gradient(loss, layer.trainable_weights)
+    assert len(grads) == 2
+    for g in grads:
+        # every row: each input channel, Chebyshev order and direction gets gradient
+        assert np.all(np.abs(g.numpy()).reshape(len(g), -1).sum(1) > 0)
+
+
+@pytest.mark.parametrize("cls, kwargs", LAYERS + [(model.PixelCoordinates, {})])
+def test_layer_config_round_trip(cls, kwargs):
+    layer = cls(**kwargs) if cls is model.PixelCoordinates else cls(units=3, stencil=False, **kwargs)
+    config = keras.saving.serialize_keras_object(layer)
+    clone = keras.saving.deserialize_keras_object(config)
+    assert type(clone) is cls and clone.get_config() == layer.get_config()
+
+
+def test_pixel_coordinates():
+    out = model.PixelCoordinates()(tf.zeros((2, 3, 5, 1))).numpy()
+    assert out.shape == (2, 3, 5, 3)
+    np.testing.assert_allclose(out[0, :, 0, 1], [-1, 0, 1])
+    np.testing.assert_allclose(out[1, 2, :, 2], [-1, -0.5, 0, 0.5, 1])
+
+
+def test_bad_arguments_list_the_choices():
+    with pytest.raises(ValueError, match=r"\(4, 8\)"):
+        model.GraphConv(4, connectivity=6)
+    with pytest.raises(ValueError, match=r"\(4, 8\)"):
+        model.grid_laplacian(3, 3, connectivity=5)
+    with pytest.raises(ValueError, match=r"K .* >= 1"):
+        model.ChebConv(4, K=0)
+    with pytest.raises(ValueError, match="fcn, unet, gcn, cheb, dgcn, hybrid"):
+        model.build_model("resnet")
+    with pytest.raises(ValueError, match="multiples of 4"):
+        model.build_model("unet", height=30)
+
+
+def test_import_is_silent():
+    done = subprocess.run([sys.executable, "-c", "import model"], cwd=Path(model.__file__).parent,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout == "" and done.stderr == ""
+
+
+# ---------------------------------------------------------------------- models
+
+@pytest.fixture(scope="module")
+def tiny_batch():
+    """Four 16x16 images with a bright square to find: a fixed batch to overfit."""
+    rng = np.random.default_rng(1)
+    images = rng.uniform(-1, 0, (4, 16, 16, 3)).astype("float32")
+    masks = np.zeros((4, 16, 16), "int32")
+    for i, (y, x) in enumerate(rng.integers(0, 10, (4, 2))):
+        images[i, y:y + 6, x:x + 6] += 1
+        masks[i, y:y + 6, x:x + 6] = 1
+    return images, masks
+
+
+@pytest.mark.parametrize("name", model.MODELS)
+def test_model_learns_and_reloads(name, tiny_batch, tmp_path):
+    images, masks = tiny_batch
+    keras.utils.set_random_seed(0)
+    net = model.build_model(name, num_classes=3, height=16, width=16)
+    assert net.name == name and net.output_shape == (None, 16, 16, 3)
+    net.compile(keras.optimizers.Adam(3e-3),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    losses = [float(net.train_on_batch(images, masks)) for _ in range(25)]
+    assert losses[-1] < 0.7 * losses[0]
+    path = tmp_path / f"{name}.keras"
+    net.save(path)
+    again = keras.saving.load_model(path)
+    np.testing.assert_allclose(again.predict(images, verbose=0), net.predict(images, verbose=0),
+                               atol=1e-6)

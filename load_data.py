@@ -8,12 +8,14 @@ Without the real files the generator falls back to a built-in synthetic source
 (font digits on procedural backgrounds), so everything runs on a fresh clone.
 """
 import argparse
+import codecs
 import functools
 import gzip
 import hashlib
 import os
 import pickle
 import shutil
+import struct
 import sys
 import tarfile
 import tempfile
@@ -38,6 +40,7 @@ INK = 200.0  # seed protocol: the digit is added at +200 to the background, clip
 CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_FOLDER = "cifar-10-batches-py"  # what the official tarball extracts to
 GET_DATA = "run `python load_data.py --download` or put the files in DIR/mnist and DIR/cifar"
+MNIST_FIX = "replace it with a good copy (`python load_data.py --download`)"
 
 # synthetic source: a fixed bank, like a data set; the Datagen seed only drives sampling
 SYNTHETIC_SEED = 20240611
@@ -120,25 +123,35 @@ def _find_idx(folder, stem, kind):
     return next((path for path in paths if path.is_file()), None)
 
 
+def _idx_sizes(path, magic, dims):
+    """The sizes in an IDX file's header, after checking its magic number."""
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+        found, *sizes = struct.unpack(f">{1 + dims}I", f.read(4 + 4 * dims))
+    if found != magic:
+        raise DataError(f"{path} has the wrong magic number for an MNIST file; {MNIST_FIX}.")
+    return sizes
+
+
 def read_mnist(images_path, labels_path):
     """Digits (N, 28, 28) uint8 and labels (N,) from an IDX pair; N comes from the files."""
-    fix = "replace it with a good copy (`python load_data.py --download`)"
     try:
+        (count,) = _idx_sizes(labels_path, 2049, 1)
+        n, rows, cols = _idx_sizes(images_path, 2051, 3)
+        if (n, rows, cols) != (count, 28, 28):  # before python-mnist allocates what they claim
+            raise DataError(f"{images_path} claims {n:,} images of {rows}x{cols} for {count:,} "
+                            f"labels, not one label per 28x28 image; {MNIST_FIX}.")
         images, labels = _IdxReader(return_type="lists").load(str(images_path), str(labels_path))
-    except ValueError as e:  # python-mnist's magic-number check names the magic it expected
-        bad = labels_path if "expected 2049" in str(e) else images_path
-        raise DataError(f"{bad} has the wrong magic number for an MNIST file; {fix}.") from None
+    except DataError:
+        raise
     except Exception as e:  # struct, gzip, EOF and OS errors: all mean an unreadable file
         raise DataError(f"{images_path} or {labels_path.name} could not be read ({e}); "
-                        f"{fix}.") from None
-    if not images or len(images[0]) != 784 or len(images[-1]) != 784:  # short rows: cut data
-        raise DataError(f"{images_path} is truncated or does not hold 28x28 images; {fix}.")
-    if len(labels) != len(images):
-        raise DataError(f"{labels_path} holds {len(labels):,} labels for {len(images):,} "
-                        f"images; {fix}.")
+                        f"{MNIST_FIX}.") from None
+    if not images or len(images[-1]) != 784 or len(labels) != len(images):  # data cut short
+        raise DataError(f"{images_path} or {labels_path.name} is truncated or holds no images; "
+                        f"{MNIST_FIX}.")
     labels = np.frombuffer(bytes(labels), np.uint8).copy()
     if labels.max() > 9:
-        raise DataError(f"{labels_path} holds labels above 9, so it is not MNIST; {fix}.")
+        raise DataError(f"{labels_path} holds labels above 9, so it is not MNIST; {MNIST_FIX}.")
     return np.array(images, np.uint8).reshape(-1, 28, 28), labels
 
 
@@ -151,7 +164,7 @@ class _CifarUnpickler(pickle.Unpickler):
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
                ("numpy._core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
                ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
-               ("_codecs", "encode"): __import__("codecs").encode}  # bytes pickled by Python 3
+               ("_codecs", "encode"): codecs.encode}  # bytes pickled by Python 3
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
@@ -191,9 +204,9 @@ def _cifar_dir(data_dir):
 def has_real_files(data_dir):
     """True if data_dir holds any MNIST train file or CIFAR-10 batch."""
     mnist_dir, cifar_dir = Path(data_dir) / "mnist", _cifar_dir(data_dir)
-    return (_find_idx(mnist_dir, "train-images", "idx3")
-            or _find_idx(mnist_dir, "train-labels", "idx1")
-            or any((cifar_dir / name).is_file() for name in CIFAR_TRAIN + ("test_batch",)))
+    return bool(_find_idx(mnist_dir, "train-images", "idx3")
+                or _find_idx(mnist_dir, "train-labels", "idx1")
+                or any((cifar_dir / name).is_file() for name in CIFAR_TRAIN + ("test_batch",)))
 
 
 def _split_ids(n_train, n_test, what):

@@ -379,7 +379,7 @@ class Datagen:
                      if self.source == "real" else load_synthetic())
         if len(self.sizes) == 1:
             # Shrink every digit once, integers first: 2x2 means stay exact, so "> 0.3" has no ties.
-            self._ink = {split: resize(self.data[split].digits, self.digit_size) / np.float32(255)
+            self._ink = {split: resize(self.data[split].digits, self.sizes[0]) / np.float32(255)
                          for split in SPLITS}
         else:  # one zero-padded resampling matrix per allowed side, applied when sampling
             self._ink = None
@@ -398,7 +398,8 @@ class Datagen:
         except (TypeError, ValueError):
             raise DataError(f"digit_scale must be a pair (low, high) of numbers, "
                             f"not {digit_scale!r}.") from None
-        smallest, largest = max(1, round(low * self.digit_size)), round(high * self.digit_size)
+        smallest = max(1, round(low * self.digit_size))
+        largest = max(smallest, round(high * self.digit_size))
         if not 0 < low <= high or largest > self.canvas:
             raise DataError(f"digit_scale {digit_scale!r} must satisfy 0 < low <= high and "
                             f"high * digit_size <= canvas ({self.canvas}).")
@@ -426,7 +427,7 @@ class Datagen:
         """n random layouts: a background, digits, their sizes and offsets where they fit."""
         shape = (n, self.digits_per_image)
         size = (self.sizes[rng.integers(len(self.sizes), size=shape)] if len(self.sizes) > 1
-                else np.full(shape, self.digit_size))
+                else np.full(shape, self.sizes[0]))
         room = self.canvas - size + 1  # (B, K) offsets where each digit fits
         return Layout(split, rng.integers(len(self.data[split].backgrounds), size=n),
                       rng.integers(len(self.data[split].digits), size=shape), size,

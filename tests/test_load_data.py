@@ -211,6 +211,17 @@ def test_scaled_digits_on_a_larger_canvas(tmp_path):
     check_against_loop(gen, batch=12)
 
 
+@pytest.mark.parametrize("scale,side", [((2, 2), 28), ((0.01, 0.02), 1)])
+def test_a_fixed_scale_gives_that_size(tmp_path, scale, side):
+    gen = Datagen(tiny_data(tmp_path), digit_scale=scale)
+    layout = gen.draw(5)
+    assert (layout.size == side).all()
+    images, masks = gen.render(layout)
+    want_images, want_masks = paste_by_loop(gen, layout)
+    np.testing.assert_array_equal(masks, want_masks)
+    np.testing.assert_allclose(images, want_images, atol=1e-5)
+
+
 def test_values_follow_the_seed_protocol(tmp_path):
     images, masks = Datagen(tiny_data(tmp_path)).sample(32)
     values, backgrounds = decode(images, masks)

@@ -138,11 +138,12 @@ def _stencil(height, width, connectivity, self_loop):
 
 
 def _sparse_matmul(matrix, x):
-    """matrix @ x[b] for every image b: (B, M, C) -> (B, N, C) in one sparse-dense matmul."""
-    b, m, c = tf.shape(x)[0], x.shape[1], x.shape[2]
-    cols = tf.reshape(tf.transpose(x, (1, 0, 2)), (m, b * c))     # (M, B*C)
-    y = tf.sparse.sparse_dense_matmul(to_sparse_tensor(matrix), cols)  # (N, B*C)
-    return tf.transpose(tf.reshape(y, (matrix.shape[0], b, c)), (1, 0, 2))
+    """matrix @ x[b] for every image b in one sparse-dense matmul: (B, ..., C) -> (B, N, C)."""
+    n, m, c = matrix.shape[0], matrix.shape[1], x.shape[-1]
+    # Pixels become rows and (image, channel) pairs columns, so the whole batch is one product.
+    cols = tf.reshape(tf.transpose(tf.reshape(x, (-1, m, c)), (1, 0, 2)), (m, -1))  # (M, B*C)
+    y = tf.sparse.sparse_dense_matmul(to_sparse_tensor(matrix), cols)               # (N, B*C)
+    return tf.transpose(tf.reshape(y, (n, -1, c)), (1, 0, 2))                        # (B, N, C)
 
 
 def _depthwise(x, kernel):
@@ -179,9 +180,7 @@ class GraphConv(keras.layers.Layer):
             norm = tf.constant(self.norm, xw.dtype)                   # (H, W, 1)
             y = norm * _depthwise(norm * xw, self.taps)
         else:
-            _, h, w, u = xw.shape
-            y = tf.reshape(_sparse_matmul(self.propagation, tf.reshape(xw, (-1, h * w, u))),
-                           (-1, h, w, u))
+            y = tf.reshape(_sparse_matmul(self.propagation, xw), (-1, *xw.shape[1:]))
         return y + self.bias if self.use_bias else y
 
     def compute_output_shape(self, input_shape):
@@ -218,9 +217,7 @@ class ChebConv(keras.layers.Layer):
         if self.stencil:
             norm = tf.constant(self.norm, x.dtype)
             return -norm * _depthwise(norm * x, self.taps)
-        _, h, w, c = x.shape
-        return tf.reshape(_sparse_matmul(self.rescaled, tf.reshape(x, (-1, h * w, c))),
-                          (-1, h, w, c))
+        return tf.reshape(_sparse_matmul(self.rescaled, x), (-1, *x.shape[1:]))
 
     def call(self, x):
         terms = [x]
@@ -270,12 +267,10 @@ class DirectionalGraphConv(keras.layers.Layer):
             k = tf.scatter_nd([[t] for t in self.taps], self.kernel, (9, c, self.units))
             y = tf.nn.conv2d(x, tf.reshape(k, (3, 3, c, self.units)), 1, "SAME")
         else:
-            _, h, w, c = x.shape
-            d = self.kernel.shape[0] - 1
             # [A_1 ... A_D] @ [X W_1; ...; X W_D]: every direction in one sparse matmul.
-            xw = tf.einsum("bnc,dcu->bdnu", tf.reshape(x, (-1, h * w, c)), self.kernel[1:])
-            y = _sparse_matmul(self.stacked, tf.reshape(xw, (-1, d * h * w, self.units)))
-            y = tf.reshape(y, (-1, h, w, self.units)) + tf.einsum("bhwc,cu->bhwu", x, self.kernel[0])
+            xw = tf.einsum("bhwc,dcu->bdhwu", x, self.kernel[1:])       # (B, D, H, W, units)
+            y = tf.reshape(_sparse_matmul(self.stacked, xw), (-1, *x.shape[1:3], self.units))
+            y += tf.einsum("bhwc,cu->bhwu", x, self.kernel[0])
         return y + self.bias if self.use_bias else y
 
     def compute_output_shape(self, input_shape):
@@ -364,10 +359,10 @@ def _decoder(x, skips):
 
 
 def unet(num_classes, height, width):
-    """A small U-Net: 16-32 channel encoder, 64 at 1/4 scale, decoder with skips."""
+    """A small U-Net: 16-32 channel encoder, 48 at 1/4 scale, decoder with skips."""
     inputs = keras.Input((height, width, 3))
     x, skips = _encoder(inputs, (16, 32))
-    x = _decoder(_conv_block(x, 64), skips)
+    x = _decoder(_conv_block(x, 48), skips)
     outputs = keras.layers.Conv2D(num_classes, 1)(x)
     return keras.Model(inputs, outputs, name="unet")
 

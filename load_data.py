@@ -36,7 +36,7 @@ SOURCES = ("auto", "real", "synthetic")
 SPLITS = ("train", "test")
 HELD_OUT = 0.1  # share of the train files kept for testing when t10k/test_batch are absent
 THRESHOLD = 0.3  # seed protocol: a pixel is digit where the digit's intensity (0..1) exceeds this
-INK = 200.0  # seed protocol: the digit is added at +200 to the background, clipped to 255
+INK = 200.0  # seed protocol: mask pixels get a flat +200 (clipped to 255); the rest stay as is
 CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_FOLDER = "cifar-10-batches-py"  # what the official tarball extracts to
 GET_DATA = "run `python load_data.py --download` or put the files in DIR/mnist and DIR/cifar"
@@ -202,10 +202,10 @@ def _cifar_dir(data_dir):
 
 
 def has_real_files(data_dir):
-    """True if data_dir holds any MNIST train file or CIFAR-10 batch."""
+    """True if data_dir holds any MNIST file or CIFAR-10 batch."""
     mnist_dir, cifar_dir = Path(data_dir) / "mnist", _cifar_dir(data_dir)
-    return bool(_find_idx(mnist_dir, "train-images", "idx3")
-                or _find_idx(mnist_dir, "train-labels", "idx1")
+    return bool(any(_find_idx(mnist_dir, f"{stem}-{kind}", idx) for stem in ("train", "t10k")
+                    for kind, idx in (("images", "idx3"), ("labels", "idx1")))
                 or any((cifar_dir / name).is_file() for name in CIFAR_TRAIN + ("test_batch",)))
 
 
@@ -221,18 +221,28 @@ def _split_ids(n_train, n_test, what):
 
 
 def load_real(data_dir):
-    """{"train": Split, "test": Split} from the MNIST and CIFAR-10 files in data_dir."""
+    """{"train": Split, "test": Split} from the MNIST and CIFAR-10 files in data_dir.
+
+    A folder with only the t10k files and test_batch gives {"train": None, "test": Split}:
+    enough to score a model.
+    """
     data_dir, mnist_dir, cifar_dir = Path(data_dir), Path(data_dir) / "mnist", _cifar_dir(data_dir)
     if not data_dir.is_dir():
         raise DataError(f"the data folder {data_dir} does not exist; {GET_DATA}.")
     train, test = ((_find_idx(mnist_dir, f"{stem}-images", "idx3"),
                     _find_idx(mnist_dir, f"{stem}-labels", "idx1")) for stem in ("train", "t10k"))
-    if None in train:
-        raise DataError(f"{mnist_dir} lacks train-images-idx3-ubyte or train-labels-idx1-ubyte "
-                        f"(.gz or not); {GET_DATA}.")
     if test.count(None) == 1:
         raise DataError(f"{mnist_dir} has only one of the two t10k files; add the other or "
                         f"remove it.")
+    any_train = train != (None, None) or any((cifar_dir / name).is_file() for name in CIFAR_TRAIN)
+    if not any_train and None not in test and (cifar_dir / "test_batch").is_file():
+        digits, labels = read_mnist(*test)
+        backgrounds = read_cifar_batch(cifar_dir / "test_batch")
+        return {"train": None, "test": Split(digits, labels, np.arange(len(digits)), backgrounds,
+                                             np.arange(len(backgrounds)))}
+    if None in train:
+        raise DataError(f"{mnist_dir} lacks train-images-idx3-ubyte or train-labels-idx1-ubyte "
+                        f"(.gz or not); {GET_DATA}.")
     missing = [name for name in CIFAR_TRAIN if not (cifar_dir / name).is_file()]
     if missing:
         raise DataError(f"{cifar_dir} lacks {', '.join(missing)}; {GET_DATA}.")
@@ -379,8 +389,8 @@ class Datagen:
                      if self.source == "real" else load_synthetic())
         if len(self.sizes) == 1:
             # Shrink every digit once, integers first: 2x2 means stay exact, so "> 0.3" has no ties.
-            self._ink = {split: resize(self.data[split].digits, self.sizes[0]) / np.float32(255)
-                         for split in SPLITS}
+            self._ink = {split: resize(data.digits, self.sizes[0]) / np.float32(255)
+                         for split, data in self.data.items() if data is not None}
         else:  # one zero-padded resampling matrix per allowed side, applied when sampling
             self._ink = None
             self._rows = np.zeros((len(self.sizes), self.sizes[-1], 28), np.float32)
@@ -408,6 +418,10 @@ class Datagen:
     def describe(self):
         """One line naming the data behind the images."""
         train, test = self.data["train"], self.data["test"]
+        if train is None:
+            return (f"real MNIST t10k ({len(test.digits):,} digits) on CIFAR-10 test_batch "
+                    f"({len(test.backgrounds):,} backgrounds) from {self.data_dir}, which only "
+                    f"holds the test files: enough to evaluate a model, not to train one")
         if self.source == "real":
             return (f"real MNIST ({len(train.digits):,} train / {len(test.digits):,} test "
                     f"digits) on CIFAR-10 ({len(train.backgrounds):,} / "
@@ -417,11 +431,20 @@ class Datagen:
             f"`python load_data.py --download` gets them")
         return f"synthetic font digits on procedural backgrounds ({why})"
 
-    def draw(self, batch_size, split="train"):
-        """The random layout of the next batch, advancing the split's generator."""
+    def draw(self, batch_size, split="train", step=None):
+        """The random layout of batch number step, or (step None) of the next batch."""
         if split not in SPLITS:
             raise DataError(f"split must be 'train' or 'test', not {split!r}.")
-        return self._layout(self._rngs[split], _whole("batch_size", batch_size, 1), split)
+        if self.data[split] is None:
+            raise DataError(f"{self.data_dir} holds only the test files, and training also "
+                            f"needs train-images-idx3-ubyte, train-labels-idx1-ubyte and "
+                            f"data_batch_1..5; {GET_DATA}.")
+        n = _whole("batch_size", batch_size, 1)
+        if step is None:  # advances the split's own generator
+            return self._layout(self._rngs[split], n, split)
+        # Its own stream: batch k is the same whatever ran before (a resumed run, a new iterator).
+        step = _whole("step", step, 0)
+        return self._layout(np.random.default_rng([self.seed, SPLITS.index(split), step]), n, split)
 
     def _layout(self, rng, n, split):
         """n random layouts: a background, digits, their sizes and offsets where they fit."""
@@ -451,7 +474,8 @@ class Datagen:
         corner = (np.arange(n)[:, None] * size + layout.y) * size + layout.x  # (B, K)
         where = corner[..., None, None] + np.arange(side)[:, None] * size + np.arange(side)
         ink = np.zeros(n * size * size, np.float32)  # (B*C*C,) intensity of the top digit
-        owner = np.zeros(n * size * size, np.int32) if per_image > 1 else None  # its class
+        several = per_image > 1 and self.num_classes == 11  # then masks need each pixel's digit
+        owner = np.zeros(n * size * size, np.int32) if several else None  # its class
         classes = data.labels[layout.digit].astype(np.int32) + 1  # (B, K)
         for k in range(per_image):  # later digits on top: they replace wherever they have ink
             on = patches[:, k] > 0  # (B, S, S)
@@ -469,16 +493,16 @@ class Datagen:
         if size != backgrounds.shape[1]:
             backgrounds = np.moveaxis(resize(np.moveaxis(backgrounds, -1, 1), size), 1, -1)
         images = normalize(backgrounds)  # (B, C, C, 3)
-        # Only inked pixels need the add-and-clip: far less work than doing every pixel.
-        hit = spot if owner is None else np.flatnonzero(owner)
+        # Only mask pixels get the add-and-clip: far less work than doing every pixel.
+        hit = np.flatnonzero(digit)  # (H,) flat canvas indices
         channels = (3 * hit[:, None] + np.arange(3)).ravel()  # (H*3,) flat image indices
-        lit = backgrounds.reshape(-1)[channels] + np.repeat(INK * ink[hit], 3)
+        lit = backgrounds.reshape(-1)[channels] + INK
         images.reshape(-1)[channels] = normalize(np.minimum(lit, 255))
         return images, masks
 
-    def sample(self, batch_size, split="train"):
-        """(images (B, C, C, 3) float32 in [-1, 1], masks (B, C, C) int32): the next batch."""
-        return self.render(self.draw(batch_size, split))
+    def sample(self, batch_size, split="train", step=None):
+        """(images (B, C, C, 3) float32 in [-1, 1], masks (B, C, C) int32): batch step, or next."""
+        return self.render(self.draw(batch_size, split, step))
 
     def test_set(self, n):
         """The fixed test set of n images: same data and seed, same images, whatever ran before."""

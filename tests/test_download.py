@@ -11,7 +11,7 @@ import pytest
 
 import load_data
 from load_data import Datagen, Remote
-from test_load_data import T10K_INK, square_digits, write_cifar, write_idx
+from test_load_data import T10K, shape_digits, write_cifar, write_idx
 
 MNIST_NAMES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -61,9 +61,9 @@ def md5(path):
 def serve_real_format(server, tmp_path):
     """Tiny MNIST gz files and a CIFAR tarball on the server; their remotes with test md5s."""
     for name, n in zip(MNIST_NAMES, (30, 30, 6, 6)):
-        base = T10K_INK if name.startswith("t10k") else 80
         if "images" in name:
-            write_idx(server.www / name, square_digits(n, base), 2051)
+            write_idx(server.www / name, shape_digits(n, T10K if name.startswith("t10k") else 0),
+                      2051)
         else:
             write_idx(server.www / name, np.arange(n) % 10, 2049)
     write_cifar(tmp_path / "build", n=4, nested=True, test=3)

@@ -14,7 +14,7 @@ import load_data
 from load_data import DataError, Datagen
 
 SCRIPT = Path(load_data.__file__)
-TRAIN_INK, T10K_INK = 80, 170  # digit i of a file is a square of intensity BASE + i
+T10K = 100  # train digit i is drawn as shape number i, t10k digit i as shape number T10K + i
 
 
 # ---------------------------------------------------------------- tiny files in the real formats
@@ -27,19 +27,26 @@ def write_idx(path, array, magic, count=None):
         f.write(header + array.astype(np.uint8).tobytes())
 
 
-def square_digits(n, base):
-    """n 28x28 digits: a 16x16 square of intensity base + i, aligned to the 2x2 shrink."""
+def shape_digits(n, first=0):
+    """n 28x28 digits; digit i is a block whose size names shape number first + i (< 144).
+
+    Shrunk 2x2 to the default 14 pixels, shape c is a (2 + c // 12) x (2 + c % 12) block of
+    intensity 150/255, then one column of 64/255: inked, but not above 0.3, so not digit.
+    """
     digits = np.zeros((n, 28, 28), np.uint8)
-    digits[:, 6:22, 6:22] = (base + np.arange(n))[:, None, None]
+    for digit, shape in zip(digits, range(first, first + n)):
+        rows, cols = 2 * (2 + shape // 12), 2 * (2 + shape % 12)
+        digit[:rows, :cols] = 150
+        digit[:rows, cols:cols + 2] = 64
     return digits
 
 
 def write_mnist(folder, n=40, sep="-", ext=".gz", t10k=0):
-    """Train (and, if t10k > 0, test) IDX files with identifiable square digits."""
+    """Train IDX files with n digits (none if n is 0), and t10k files if t10k > 0."""
     folder.mkdir(parents=True, exist_ok=True)
-    files = [("train", n, TRAIN_INK)] + ([("t10k", t10k, T10K_INK)] if t10k else [])
-    for stem, count, base in files:
-        write_idx(folder / f"{stem}-images{sep}idx3-ubyte{ext}", square_digits(count, base), 2051)
+    files = ([("train", n, 0)] if n else []) + ([("t10k", t10k, T10K)] if t10k else [])
+    for stem, count, first in files:
+        write_idx(folder / f"{stem}-images{sep}idx3-ubyte{ext}", shape_digits(count, first), 2051)
         write_idx(folder / f"{stem}-labels{sep}idx1-ubyte{ext}", np.arange(count) % 10, 2049)
 
 
@@ -52,14 +59,15 @@ def cifar_batch(images, str_keys=False):
 
 
 def write_cifar(folder, n=10, nested=False, test=0, str_keys=False):
-    """data_batch_1..5 (and test_batch if test > 0) of flat backgrounds, red = record number."""
+    """data_batch_1..5 (none if n is 0) and test_batch (if test > 0) of flat backgrounds."""
     folder = folder / "cifar-10-batches-py" if nested else folder
     folder.mkdir(parents=True, exist_ok=True)
-    files = [(name, n, i * n) for i, name in enumerate(load_data.CIFAR_TRAIN)]
+    files = [(name, n, i * n) for i, name in enumerate(load_data.CIFAR_TRAIN) if n]
     for name, count, first in files + ([("test_batch", test, 0)] if test else []):
         images = np.zeros((count, 32, 32, 3), np.uint8)
-        images[..., 0] = (first + np.arange(count))[:, None, None]
+        images[..., 0] = (first + np.arange(count))[:, None, None]  # red: the record number
         images[..., 1] = 5 if name == "test_batch" else 0  # green tells test_batch apart
+        images[..., 2] = 250  # blue: +200 must clip at 255
         with open(folder / name, "wb") as f:
             pickle.dump(cifar_batch(images, str_keys), f, protocol=2)
 
@@ -72,14 +80,12 @@ def tiny_data(root, **mnist):
 
 
 def decode(images, masks):
-    """(digit record value, background record) per image of a tiny_data sample."""
-    pixels = (images.astype(np.float64) + 1) * 127.5  # (B, C, C, 3)
-    clear = (masks == 0).reshape(len(images), -1)
-    background = np.array([p[..., 0].ravel()[c][0] for p, c in zip(pixels, clear)])
-    green = np.array([p[..., 1].ravel()[c][0] for p, c in zip(pixels, clear)])
-    ink = pixels[..., 1] - green[:, None, None]  # 200 * intensity on digit pixels
-    values = [(row[m > 0].max() / load_data.INK * 255) for row, m in zip(ink, masks)]
-    return np.round(values).astype(int), np.round(background).astype(int)
+    """(shape number, background record) per image of a one-digit sample of shape_digits."""
+    rows, cols = masks.any(axis=2).sum(axis=1), masks.any(axis=1).sum(axis=1)  # (B,) its box
+    assert ((masks > 0).sum(axis=(1, 2)) == rows * cols).all()  # each mask is one solid block
+    red = np.round((images[..., 0].astype(np.float64) + 1) * 127.5)  # (B, C, C)
+    background = [r[m == 0][0] for r, m in zip(red, masks)]  # the background is flat
+    return (rows - 2) * 12 + cols - 2, np.array(background, int)
 
 
 # ---------------------------------------------------------------- an independent reference
@@ -107,7 +113,8 @@ def paste_by_loop(gen, layout):
         if gen.canvas != 32:
             background = np.moveaxis(load_data.resize(np.moveaxis(background, -1, 0), gen.canvas),
                                      0, -1)
-        images.append(np.minimum(background + 200 * ink[..., None], 255) / 127.5 - 1)
+        # A flat +200 on the mask pixels only: fainter ink leaves the background as it is.
+        images.append(np.minimum(background + 200 * on[..., None], 255) / 127.5 - 1)
     return np.array(images), np.array(masks)
 
 
@@ -131,9 +138,9 @@ def test_mnist_reader_reads_both_spellings_gzipped_or_not(tmp_path, sep, ext):
     write_mnist(tmp_path / "mnist", n=30, sep=sep, ext=ext, t10k=7)
     write_cifar(tmp_path / "cifar")
     data = load_data.load_real(tmp_path)
-    np.testing.assert_array_equal(data["train"].digits, square_digits(30, TRAIN_INK))
+    np.testing.assert_array_equal(data["train"].digits, shape_digits(30))
     np.testing.assert_array_equal(data["train"].labels, np.arange(30) % 10)
-    np.testing.assert_array_equal(data["test"].digits, square_digits(7, T10K_INK))
+    np.testing.assert_array_equal(data["test"].digits, shape_digits(7, T10K))
 
 
 @pytest.mark.parametrize("nested", [False, True])
@@ -224,10 +231,13 @@ def test_a_fixed_scale_gives_that_size(tmp_path, scale, side):
 
 def test_values_follow_the_seed_protocol(tmp_path):
     images, masks = Datagen(tiny_data(tmp_path)).sample(32)
-    values, backgrounds = decode(images, masks)
-    assert set(values) <= set(range(TRAIN_INK, TRAIN_INK + 40))  # exact through the 2x2 shrink
-    assert set(np.unique(masks)) == {0, 1}
-    assert ((masks == 1).sum(axis=(1, 2)) == 16 * 16 // 4).all()  # a 16x16 square shrunk to 8x8
+    shapes, records = decode(images, masks)  # blocks exact through the 2x2 shrink, rims left out
+    assert set(shapes) <= set(range(40)) and set(np.unique(masks)) == {0, 1}
+    background = np.zeros(images.shape)  # (B, C, C, 3) as write_cifar made them
+    background[..., 0], background[..., 2] = records[:, None, None], 250
+    # +200 on the mask, clipped (blue); the faint rims and the rest keep their background.
+    want = np.where(masks[..., None] == 1, np.minimum(background + 200, 255), background)
+    np.testing.assert_array_equal(np.round((images.astype(np.float64) + 1) * 127.5), want)
 
 
 def test_same_seed_same_images_and_fixed_test_set(tmp_path):
@@ -248,20 +258,67 @@ def test_same_seed_same_images_and_fixed_test_set(tmp_path):
 
 def test_held_out_test_split_never_meets_the_train_split(tmp_path):
     gen = Datagen(tiny_data(tmp_path, n=40), seed=1)  # no t10k/test_batch: a held-out part
-    train_values, train_bgs = decode(*gen.sample(400, "train"))
-    test_values, test_bgs = decode(*gen.test_set(200))
+    train_shapes, train_bgs = decode(*gen.sample(400, "train"))
+    test_shapes, test_bgs = decode(*gen.test_set(200))
     # The last 10% of each train file is held out: digits 36..39 and backgrounds 45..49.
-    assert set(train_values) == set(TRAIN_INK + np.arange(36))
-    assert set(test_values) == set(TRAIN_INK + np.arange(36, 40))
+    assert set(train_shapes) == set(range(36))
+    assert set(test_shapes) == set(range(36, 40))
     assert set(train_bgs) == set(range(45)) and set(test_bgs) == set(range(45, 50))
 
 
 def test_t10k_files_make_the_test_split(tmp_path):
     gen = Datagen(tiny_data(tmp_path, n=20, t10k=8))
-    values, _ = decode(*gen.sample(100, "test"))
-    assert set(values) == set(T10K_INK + np.arange(8))
-    values, _ = decode(*gen.sample(100, "train"))
-    assert set(values) == set(TRAIN_INK + np.arange(20))
+    shapes, _ = decode(*gen.sample(100, "test"))
+    assert set(shapes) == set(T10K + np.arange(8))
+    shapes, _ = decode(*gen.sample(100, "train"))
+    assert set(shapes) == set(range(20))
+
+
+def test_a_step_names_the_same_batch_whatever_ran_before(tmp_path):
+    root = tiny_data(tmp_path)
+    gen, fresh = Datagen(root, seed=4), Datagen(root, seed=4)
+    first = gen.sample(8, step=7)
+    gen.sample(8)
+    gen.sample(8, "test", step=2)
+    for again in (gen.sample(8, step=7), fresh.sample(8, step=7)):
+        np.testing.assert_array_equal(first[0], again[0])
+        np.testing.assert_array_equal(first[1], again[1])
+    for other in (gen.sample(8, step=8), gen.sample(8, "test", step=7),
+                  Datagen(root, seed=5).sample(8, step=7)):
+        assert not np.array_equal(first[0], other[0])
+    # Stepped batches leave the split's own generator alone: gen took one unstepped batch.
+    fresh.sample(8)
+    np.testing.assert_array_equal(gen.sample(8)[0], fresh.sample(8)[0])
+
+
+@pytest.mark.parametrize("nested", [False, True])
+@pytest.mark.parametrize("ext", ["", ".gz"])
+def test_a_folder_of_only_the_test_files_scores_but_does_not_train(tmp_path, nested, ext):
+    write_mnist(tmp_path / "mnist", n=0, ext=ext, t10k=6)
+    write_cifar(tmp_path / "cifar", n=0, nested=nested, test=4)
+    assert load_data.has_real_files(tmp_path)
+    gen = Datagen(tmp_path)
+    assert gen.source == "real" and "only holds the test files" in gen.describe()
+    shapes, records = decode(*gen.test_set(60))
+    assert set(shapes) == set(T10K + np.arange(6)) and set(records) == set(range(4))
+    for step in (None, 0):
+        with pytest.raises(DataError, match="holds only the test files.*data_batch_1..5; run "
+                                            "`python load_data.py --download`") as error:
+            gen.sample(4, "train", step)
+        assert str(error.value).endswith(".") and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("breakage,expected", [
+    (lambda r: (r / "mnist/t10k-labels-idx1-ubyte.gz").unlink(), "only one of the two t10k"),
+    (lambda r: (r / "cifar/test_batch").unlink(), "lacks train-images-idx3-ubyte"),
+    (lambda r: write_cifar(r / "cifar", n=3), "lacks train-images-idx3-ubyte"),
+], ids=["lone t10k file", "no test_batch", "some train batches"])
+def test_a_broken_folder_of_test_files_gives_one_clear_sentence(tmp_path, breakage, expected):
+    write_mnist(tmp_path / "mnist", n=0, t10k=6)
+    write_cifar(tmp_path / "cifar", n=0, test=4)
+    breakage(tmp_path)
+    with pytest.raises(DataError, match=expected):
+        Datagen(tmp_path)
 
 
 def test_synthetic_source_when_no_real_files(tmp_path):
@@ -309,23 +366,23 @@ BREAKAGES = {
     "missing mnist file": (lambda r: (r / MNIST_LABELS).unlink(), "lacks train-images"),
     "missing cifar batch": (lambda r: (r / "cifar/data_batch_4").unlink(), "lacks data_batch_4"),
     "lone t10k file": (lambda r: write_idx(r / "mnist/t10k-images-idx3-ubyte",
-                                           square_digits(3, 0), 2051), "only one of the two"),
+                                           shape_digits(3), 2051), "only one of the two"),
     "truncated images": (lambda r: truncate(r / MNIST_IMAGES, 16 + 784 * 5 + 100), "truncated"),
     "truncated header": (lambda r: truncate(r / MNIST_IMAGES, 10), "could not be read"),
     "damaged gzip": (lambda r: (r / MNIST_IMAGES).write_bytes(b"\x1f\x8b" + b"junk" * 9),
                      "could not be read"),
     "too few labels": (lambda r: truncate(r / MNIST_LABELS, 8 + 30), "truncated"),
-    "header count too large": (lambda r: write_idx(r / MNIST_IMAGES, square_digits(40, 0), 2051,
+    "header count too large": (lambda r: write_idx(r / MNIST_IMAGES, shape_digits(40), 2051,
                                                    count=41), "claims 41 images of 28x28 for 40"),
-    "absurd header count": (lambda r: write_idx(r / MNIST_IMAGES, square_digits(40, 0), 2051,
+    "absurd header count": (lambda r: write_idx(r / MNIST_IMAGES, shape_digits(40), 2051,
                                                 count=2**32 - 1), "claims 4,294,967,295 images"),
-    "both counts too large": (lambda r: [write_idx(r / MNIST_IMAGES, square_digits(40, 0), 2051,
+    "both counts too large": (lambda r: [write_idx(r / MNIST_IMAGES, shape_digits(40), 2051,
                                                    count=45),
                                          write_idx(r / MNIST_LABELS, np.zeros(40), 2049, count=45)],
                               "truncated"),
     "not 28x28": (lambda r: write_idx(r / MNIST_IMAGES, np.zeros((40, 20, 20)), 2051),
                   "40 images of 20x20"),
-    "image magic": (lambda r: write_idx(r / MNIST_IMAGES, square_digits(40, 0), 2049),
+    "image magic": (lambda r: write_idx(r / MNIST_IMAGES, shape_digits(40), 2049),
                     "train-images-idx3-ubyte.gz has the wrong magic number"),
     "label magic": (lambda r: write_idx(r / MNIST_LABELS, np.zeros(40), 2051),
                     "train-labels-idx1-ubyte.gz has the wrong magic number"),
@@ -340,7 +397,7 @@ BREAKAGES = {
         b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}), "N x 3072 uint8"),
     "cifar not a dict": (lambda r: rewrite_cifar(r, "data_batch_2", [1, 2]), "lacks the 'data'"),
     "truncated pickle": (lambda r: truncate(r / "cifar/data_batch_1", 300), "not a readable"),
-    "one record": (lambda r: [write_idx(r / MNIST_IMAGES, square_digits(1, 0), 2051),
+    "one record": (lambda r: [write_idx(r / MNIST_IMAGES, shape_digits(1), 2051),
                               write_idx(r / MNIST_LABELS, np.zeros(1), 2049)], "too few"),
 }
 
@@ -381,6 +438,8 @@ def test_bad_split_and_sizes(tmp_path):
         gen.sample(0)
     with pytest.raises(DataError, match="n must be"):
         gen.test_set(-3)
+    with pytest.raises(DataError, match="step must be a whole number of at least 0, not -1"):
+        gen.sample(4, step=-1)
 
 
 # ---------------------------------------------------------------- command line

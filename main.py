@@ -10,7 +10,9 @@ import argparse
 import difflib
 import json
 import os
+import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -198,6 +200,15 @@ class NanGuard(keras.callbacks.Callback):
         return self.model.weights + self.model.optimizer.variables
 
 
+def is_chief():
+    """False only for a non-chief worker of a TF_CONFIG cluster: the chief writes the files."""
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task = config.get("task", {})
+    if task.get("type") == "worker":
+        return task.get("index") == 0 and "chief" not in config.get("cluster", {})
+    return task.get("type") in (None, "chief")
+
+
 class AtomicCheckpoint(keras.callbacks.Callback):
     """Saves the whole model (weights, optimizer, step) by write-then-rename."""
 
@@ -211,6 +222,12 @@ class AtomicCheckpoint(keras.callbacks.Callback):
 
 def save_atomically(model, path):
     """A crash mid-save leaves the previous checkpoint intact."""
+    if not is_chief():
+        # Other workers still save (the strategy may need them to take part),
+        # but to a scratch folder that is thrown away.
+        with tempfile.TemporaryDirectory() as scratch:
+            model.save(Path(scratch) / path.name)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.stem + ".partial.keras")
     model.save(partial)
@@ -218,31 +235,36 @@ def save_atomically(model, path):
 
 
 def make_dataset(datagen, batch_size, start_step=0):
-    """An endless, prefetched tf.data stream of training batches."""
+    """Training batches as a prefetched tf.data stream; batch k depends only on (SEED, k)."""
     c = datagen.canvas
 
-    def batches():
-        while True:
-            yield datagen.sample(batch_size, split="train")
+    def batch(step):
+        return datagen.sample(batch_size, split="train", step=int(step))
 
-    spec = (tf.TensorSpec((batch_size, c, c, 3), tf.float32),
-            tf.TensorSpec((batch_size, c, c), tf.int32))
-    dataset = tf.data.Dataset.from_generator(batches, output_signature=spec)
-    # Every replica of every worker reads the same generator; the strategy splits batches.
+    # Indexing batches by step keeps the stream identical however often it is
+    # restarted: on --resume, and when tf.distribute re-creates the iterator.
+    dataset = tf.data.Dataset.range(start_step, 2**62).map(
+        lambda step: tf.numpy_function(batch, [step], (tf.float32, tf.int32)))
+    dataset = dataset.map(lambda x, y: (tf.ensure_shape(x, (batch_size, c, c, 3)),
+                                        tf.ensure_shape(y, (batch_size, c, c))))
     options = tf.data.Options()
+    # Every worker makes the same global batches; the strategy splits each one.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
 def train(cfg, strategy, datagen, valid):
-    """Fit (or resume) the model; returns it, its log and the training time."""
+    """Fit (or resume) the model; returns it, the training time and the steps it took."""
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     log_path = cfg.out_dir / "log.csv"
     with strategy.scope():
         if cfg.resume:
             if not cfg.checkpoint.is_file():
                 raise UsageError(f"--resume needs a checkpoint, and {cfg.checkpoint} does not exist")
-            model = keras.saving.load_model(cfg.checkpoint)
+            model = load_checkpoint(cfg.checkpoint)
+            if model.input_shape[1:3] != (cfg.canvas, cfg.canvas):
+                raise UsageError(f"{cfg.checkpoint} was trained on {model.input_shape[1]}-pixel "
+                                 f"images; resume it with --canvas {model.input_shape[1]}")
         else:
             keras.utils.set_random_seed(cfg.seed)
             model = model_lib.build_model(cfg.model, cfg.num_classes, cfg.canvas, cfg.canvas)
@@ -250,23 +272,22 @@ def train(cfg, strategy, datagen, valid):
     start = int(model.optimizer.iterations.numpy())
     if start >= cfg.steps:
         print(f"{cfg.checkpoint} has already trained {start} of {cfg.steps} steps")
-        return model, 0.0
+        return model, 0.0, 0
     if start:
-        print(f"resuming {cfg.checkpoint} at step {start}")
-        datagen = make_datagen(cfg, seed=cfg.seed + start)  # fresh batches, not a replay
+        print(f"resuming {cfg.checkpoint} ({model.name}) at step {start}")
     print(f"training {model.name}: {model.count_params():,} parameters, "
           f"{cfg.steps} steps of {cfg.batch_size} images")
-    guard = NanGuard()
-    callbacks = [guard, AtomicCheckpoint(cfg.checkpoint),
-                 keras.callbacks.CSVLogger(log_path, append=bool(start))]
+    callbacks = [NanGuard(), AtomicCheckpoint(cfg.checkpoint)]
+    if is_chief():
+        callbacks.append(keras.callbacks.CSVLogger(log_path, append=bool(start)))
     began = time.perf_counter()
-    model.fit(make_dataset(datagen, cfg.batch_size), epochs=-(-cfg.steps // cfg.eval_every),
+    model.fit(make_dataset(datagen, cfg.batch_size, start), epochs=-(-cfg.steps // cfg.eval_every),
               steps_per_epoch=cfg.eval_every, initial_epoch=start // cfg.eval_every,
               validation_data=valid, validation_batch_size=cfg.batch_size,
               shuffle=False, callbacks=callbacks, verbose=2 if os.environ.get("CI") else "auto")
     seconds = time.perf_counter() - began
     save_atomically(model, cfg.checkpoint)
-    return model, seconds
+    return model, seconds, int(model.optimizer.iterations.numpy()) - start
 
 
 def predict_logits(model, images, batch_size=64):
@@ -402,9 +423,16 @@ def run_training(cfg):
     print(f"data: {datagen.describe()}")
     test_images, test_masks = make_datagen(cfg, seed=cfg.test_seed).test_set(cfg.eval_images)
     valid = make_datagen(cfg, seed=cfg.test_seed + 1).test_set(min(512, cfg.eval_images))
-    model, seconds = train(cfg, strategy, datagen, valid)
+    model, seconds, trained = train(cfg, strategy, datagen, valid)
+    if not is_chief():
+        return None
+    began = time.perf_counter()
     metrics = score(model, test_images, test_masks, cfg.num_classes)
+    metrics["inference_ms_per_image"] = 1000 * (time.perf_counter() - began) / len(test_images)
     metrics["train_seconds"] = round(seconds, 1)
+    metrics["train_images_per_second"] = trained * cfg.batch_size / seconds if seconds else None
+    # ru_maxrss is in KiB on Linux: the peak memory of this whole process, TensorFlow included.
+    metrics["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     write_json(metrics, cfg.out_dir / "metrics.json")
     name = model.name
     rows = slice(0, cfg.sample_rows)

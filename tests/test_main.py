@@ -127,16 +127,14 @@ def test_loss_is_finite_on_empty_masks_and_round_trips():
 # ---- training ---------------------------------------------------------------
 
 class PoisonedData:
-    """Real synthetic batches, with NaN images from call `bad_call` on."""
+    """Real synthetic batches, with NaN images from step `bad_step` on."""
 
-    def __init__(self, datagen, bad_call):
-        self.datagen, self.bad_call, self.calls = datagen, bad_call, 0
-        self.canvas = datagen.canvas
+    def __init__(self, datagen, bad_step):
+        self.datagen, self.bad_step, self.canvas = datagen, bad_step, datagen.canvas
 
-    def sample(self, batch_size, split="train"):
-        self.calls += 1
-        images, masks = self.datagen.sample(batch_size, split)
-        if self.calls >= self.bad_call:
+    def sample(self, batch_size, split="train", step=None):
+        images, masks = self.datagen.sample(batch_size, split, step)
+        if step >= self.bad_step:
             images = np.full_like(images, np.nan)
         return images, masks
 
@@ -146,7 +144,7 @@ def test_nan_guard_keeps_the_run_alive(tmp_path):
                                     "--out_dir", str(tmp_path)])
     datagen = main.make_datagen(cfg)
     valid = datagen.test_set(8)
-    model, _ = main.train(cfg, main.make_strategy(cfg), PoisonedData(datagen, bad_call=6), valid)
+    model, _, _ = main.train(cfg, main.make_strategy(cfg), PoisonedData(datagen, bad_step=5), valid)
     weights = model.get_weights()
     assert all(np.isfinite(w).all() for w in weights)
     assert int(model.optimizer.iterations.numpy()) == 4  # back to the last good interval
@@ -211,8 +209,28 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     result = run_main(*TINY, "--steps", str(done + 4), "--eval_every", "2",
                       "--out_dir", str(tmp_path), "--resume")
     assert result.returncode == 0, result.stderr
-    assert f"resuming {tmp_path / 'model.keras'} at step {done}" in result.stdout
+    assert f"resuming {tmp_path / 'model.keras'} (fcn) at step {done}" in result.stdout
     resumed = main.load_checkpoint(tmp_path / "model.keras")
     assert int(resumed.optimizer.iterations.numpy()) == done + 4
     epochs = [int(line.split(",")[0]) for line in log.read_text().splitlines()[1:]]
     assert epochs[-2:] == [done // 2, done // 2 + 1]
+
+
+def test_two_devices_follow_the_one_device_trajectory(tmp_path):
+    args = [*TINY, "--steps", "6", "--eval_every", "2", "--strategy", "mirrored"]
+    losses = {}
+    for devices in (1, 2):
+        out = tmp_path / f"d{devices}"
+        result = run_main(*args, "--cpu_devices", str(devices), "--out_dir", str(out))
+        assert result.returncode == 0, result.stderr
+        assert f"{devices} replica" in result.stdout
+        rows = (out / "log.csv").read_text().splitlines()[1:]
+        losses[devices] = [float(row.split(",")[2]) for row in rows]
+    assert len(losses[1]) == 3
+    np.testing.assert_allclose(losses[2], losses[1], rtol=1e-4)
+
+    # A checkpoint written under two replicas resumes under the default strategy.
+    result = run_main(*TINY, "--steps", "8", "--eval_every", "2", "--resume",
+                      "--out_dir", str(tmp_path / "d2"))
+    assert result.returncode == 0, result.stderr
+    assert "at step 6" in result.stdout and "1 replica" in result.stdout

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import main
+from test_load_data import write_cifar, write_mnist
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--source", "synthetic", "--canvas", "16", "--digit_size", "8", "--batch_size", "8",
@@ -173,6 +174,15 @@ def test_train_evaluate_predict_end_to_end(tmp_path):
                             "n_images"}
     assert metrics["n_images"] == 16
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == metrics
+
+    # A folder holding only the test files (t10k-*, test_batch) is enough to evaluate.
+    write_mnist(tmp_path / "test_only" / "mnist", n=0, t10k=6)
+    write_cifar(tmp_path / "test_only" / "cifar", n=0, test=4)
+    result = run_main("--evaluate", "--checkpoint", str(out / "model.keras"), "--data_dir",
+                      str(tmp_path / "test_only"), "--digit_size", "8", "--eval_images", "10",
+                      "--out_dir", str(tmp_path / "eval_test_only"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["n_images"] == 10
 
     from PIL import Image
     photo = tmp_path / "photo.png"

@@ -122,7 +122,8 @@ def plot(rows, names, path):
         pixels = np.array([s * s for s in sizes], float)
         ref = rows[sizes[0], batch][REFERENCE]
         ax.loglog(pixels, ref * pixels / pixels[0], "k:", label="∝ pixels")
-        ax.set(title=f"batch {batch}", xlabel="pixels per image (H·W)", ylabel="ms, forward+backward")
+        ax.set(title=f"batch {batch}", xlabel="pixels per image (H·W)",
+               ylabel="ms, forward+backward")
         ax.set_xticks(pixels, [f"{s}²" for s in sizes])
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.grid(True, which="both", alpha=0.3)
@@ -172,7 +173,8 @@ def main(argv=None):
     layers.add_argument("--batches", type=int_list, default=[1, 64])
     layers.add_argument("--out_dir", type=Path, default=Path("im"))
     layers.set_defaults(run=run_layers)
-    commands.add_parser("params", help="parameter count of every model").set_defaults(run=run_params)
+    params = commands.add_parser("params", help="parameter count of every model")
+    params.set_defaults(run=run_params)
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
     args.run(args)

@@ -13,7 +13,8 @@ one of these matrices only links a pixel to its 3x3 neighbourhood, so each
 layer also has an exact stencil fast path made of dense ops (a fixed depthwise
 convolution, or conv2d for the directional layer); tests prove the two equal.
 
-`python model.py` prints every model's parameter count.
+`python model.py [NAME ...]` prints the named models' summaries and every model's
+parameter count.
 """
 import contextlib
 import os
@@ -401,7 +402,7 @@ MODELS = tuple(BUILDERS)
 
 
 def build_model(name, num_classes=2, height=32, width=32):
-    """The model called `name` (one of MODELS): (B, H, W, 3) images -> (B, H, W, num_classes) logits."""
+    """The model `name` (see MODELS): (B, H, W, 3) images -> (B, H, W, num_classes) logits."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}.")
     if name in ("unet", "hybrid") and (height % 4 or width % 4):
@@ -414,9 +415,16 @@ def parameter_table(num_classes=2, height=32, width=32):
     """A markdown table of every model's parameter count."""
     rows = ["| model | parameters |", "|---|---:|"]
     for name in MODELS:
-        rows.append(f"| {name} | {build_model(name, num_classes, height, width).count_params():,} |")
+        count = build_model(name, num_classes, height, width).count_params()
+        rows.append(f"| {name} | {count:,} |")
     return "\n".join(rows)
 
 
 if __name__ == "__main__":
+    # python model.py [NAME ...]: the summary of each named model, then the table of all
+    try:
+        for model_name in sys.argv[1:]:
+            build_model(model_name).summary()
+    except ValueError as error:
+        sys.exit(str(error))
     print(parameter_table())

@@ -1,4 +1,4 @@
-"""model.py: the grid graph against dense numpy, each layer against its dense product, every model."""
+"""model.py: grid graph against dense numpy, each layer against its dense product, every model."""
 import itertools
 import subprocess
 import sys
@@ -192,7 +192,9 @@ def test_gradients_reach_every_weight(cls, kwargs, stencil):
 
 @pytest.mark.parametrize("cls, kwargs", LAYERS + [(model.PixelCoordinates, {})])
 def test_layer_config_round_trip(cls, kwargs):
-    layer = cls(**kwargs) if cls is model.PixelCoordinates else cls(units=3, stencil=False, **kwargs)
+    if cls is not model.PixelCoordinates:
+        kwargs = {"units": 3, "stencil": False, **kwargs}
+    layer = cls(**kwargs)
     config = keras.saving.serialize_keras_object(layer)
     clone = keras.saving.deserialize_keras_object(config)
     assert type(clone) is cls and clone.get_config() == layer.get_config()

@@ -427,7 +427,8 @@ def run_training(cfg):
     if not is_chief():
         return None
     began = time.perf_counter()
-    metrics = score(model, test_images, test_masks, cfg.num_classes)
+    # Scored in training-sized batches: peak memory stays that of training, at any canvas.
+    metrics = score(model, test_images, test_masks, cfg.num_classes, cfg.batch_size)
     metrics["inference_ms_per_image"] = 1000 * (time.perf_counter() - began) / len(test_images)
     metrics["train_seconds"] = round(seconds, 1)
     metrics["train_images_per_second"] = trained * cfg.batch_size / seconds if seconds else None
@@ -436,7 +437,7 @@ def run_training(cfg):
     write_json(metrics, cfg.out_dir / "metrics.json")
     name = model.name
     rows = slice(0, cfg.sample_rows)
-    preds = predict_logits(model, test_images[rows]).argmax(-1)
+    preds = predict_logits(model, test_images[rows], cfg.batch_size).argmax(-1)
     plot_samples(test_images[rows], test_masks[rows], preds, cfg.num_classes,
                  f"{name} on the test set: foreground IoU {metrics['fg_iou']:.3f}",
                  cfg.out_dir / f"samples_{name}.png")
@@ -456,7 +457,7 @@ def run_evaluation(cfg):
     _, height, width, _ = model.input_shape
     cfg.canvas, cfg.num_classes = height, model.output_shape[-1]
     images, masks = make_datagen(cfg, seed=cfg.test_seed).test_set(cfg.eval_images)
-    metrics = score(model, images, masks, cfg.num_classes)
+    metrics = score(model, images, masks, cfg.num_classes, cfg.batch_size)
     write_json(metrics, cfg.out_dir / "metrics.json")
     print(json.dumps(metrics))
     return metrics

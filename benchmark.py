@@ -2,6 +2,8 @@
 
     python benchmark.py layers [--repeats 10] [--sizes 32,64,128,256] [--batches 1,64]
     python benchmark.py params
+    python benchmark.py compare [--models fcn,unet,gcn,cheb,dgcn,hybrid] [--seeds 0,1,2]
+    python benchmark.py plots
 
 `layers` times one layer's forward + backward pass (gradients for the input and
 the weights, in a tf.function, after a warm-up) for each variant side by side,
@@ -9,19 +11,29 @@ interleaved, so that load from anything else on the machine hits all of them
 alike; it reports the median. It writes im/layer_speed.md and im/layer_speed.png.
 """
 import argparse
+import csv
+import json
+import os
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse
+import scipy.sparse.linalg
 
 import model
 from model import keras, tf
 
+HERE = Path(__file__).resolve().parent
+
 CHANNELS = 32                  # C in and out, as in the issue's (64, 32, 32, 32) target case
 DENSE_LIMIT_BYTES = 2 * 2**30  # a dense (H*W)^2 float32 adjacency above this is not tried
 REFERENCE = "depthwise+1x1"    # ratios are taken against DepthwiseConv2D(3) + Conv2D(32, 1)
+TARGET_IOU = 0.9               # "time to reach foreground IoU 0.90" in the comparison
 
 
 class DenseGraphConv(model.GraphConv):
@@ -156,12 +168,248 @@ def run_layers(args):
     print(f"wrote {args.out_dir / 'layer_speed.md'} and {args.out_dir / 'layer_speed.png'}")
 
 
+def run_compare(args):
+    """Train every model with the same data, budget and seeds; table and picture."""
+    out = Path(args.out_dir)
+    runs = [(name, seed) for name in args.models for seed in args.seeds]
+    results = {}
+    for i, (name, seed) in enumerate(runs, 1):
+        folder = out / "compare" / f"{name}_seed{seed}"
+        print(f"[{i}/{len(runs)}] {name} seed {seed} ... ", end="", flush=True)
+        results[name, seed] = train_once(name, seed, folder, args)
+        r = results[name, seed]
+        print(f"foreground IoU {r['fg_iou']:.4f}, {r['train_seconds']:.0f} s")
+    summary = summarise(results, args)
+    table = compare_markdown(summary, args)
+    print(table)
+    (out / "comparison.md").write_text(table + "\n")
+    plot_comparison(summary, out / "comparison.png")
+    for name in args.models:  # the first seed's pictures stand for the model
+        shutil.copy(out / "compare" / f"{name}_seed{args.seeds[0]}" / f"samples_{name}.png",
+                    out / f"samples_{name}.png")
+    print(f"wrote {out / 'comparison.md'}, {out / 'comparison.png'} and samples_*.png")
+
+
+def train_once(name, seed, folder, args):
+    """One main.py run in its own process, so its peak memory is its own."""
+    command = [sys.executable, str(HERE / "main.py"), "--model", name, "--seed", str(seed),
+               "--steps", str(args.steps), "--eval_every", str(args.eval_every),
+               "--data_dir", args.data_dir, "--out_dir", str(folder)]
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "output.txt", "w") as log:
+        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
+                              env={**os.environ, "CI": "true"})  # plain progress lines
+    if done.returncode:
+        sys.exit(f"error: {name} seed {seed} failed; see {folder / 'output.txt'}")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    with open(folder / "log.csv") as f:
+        curve = [(int(r["epoch"]) + 1) * args.eval_every for r in csv.DictReader(f)
+                 if float(r["val_fg_iou"]) >= TARGET_IOU]
+    metrics["seconds_to_target"] = (metrics["train_seconds"] * curve[0] / args.steps
+                                    if curve else None)
+    return metrics
+
+
+def summarise(results, args):
+    """Per model: mean and spread over seeds of the scores, medians of the costs."""
+    summary = {}
+    for name in args.models:
+        runs = [results[name, seed] for seed in args.seeds]
+
+        def values(key):
+            return [r[key] for r in runs if r[key] is not None]
+
+        reached = values("seconds_to_target")
+        summary[name] = {
+            "parameters": model.build_model(name).count_params(),
+            "fg_iou": values("fg_iou"), "miou": values("miou"),
+            "train_seconds": statistics.median(values("train_seconds")),
+            "images_per_second": statistics.median(values("train_images_per_second")),
+            "inference_ms": statistics.median(values("inference_ms_per_image")),
+            "peak_memory_mb": statistics.median(values("peak_memory_mb")),
+            "to_target": (f"{statistics.median(reached):.0f} s ({len(reached)}/{len(runs)})"
+                          if reached else f"not reached (0/{len(runs)})"),
+        }
+    return summary
+
+
+def mean_spread(xs):
+    """'mean ± standard deviation (min-max)' over seeds."""
+    spread = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return f"{statistics.mean(xs):.3f} ± {spread:.3f} ({min(xs):.3f}-{max(xs):.3f})"
+
+
+def compare_markdown(summary, args):
+    command = "python benchmark.py compare " + " ".join(args.argv)
+    lines = [f"`{command}` ({args.steps} steps x 64 images, seeds "
+             f"{','.join(map(str, args.seeds))}, {len(args.seeds)} runs per model; "
+             "IoU: mean ± std (min-max) over seeds; costs: medians)", "",
+             "| model | parameters | train images/s | inference ms/image | foreground IoU | "
+             f"mean IoU | peak memory MB | time to IoU {TARGET_IOU} |",
+             "|---|---:|---:|---:|---|---|---:|---|"]
+    for name, s in summary.items():
+        lines.append(f"| {name} | {s['parameters']:,} | {s['images_per_second']:.0f} | "
+                     f"{s['inference_ms']:.2f} | {mean_spread(s['fg_iou'])} | "
+                     f"{mean_spread(s['miou'])} | {s['peak_memory_mb']:.0f} | {s['to_target']} |")
+    return "\n".join(lines)
+
+
+def plot_comparison(summary, path):
+    """Foreground IoU against parameters and against training time, seeds as error bars."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for name, s in summary.items():
+        mean = statistics.mean(s["fg_iou"])
+        err = [[mean - min(s["fg_iou"])], [max(s["fg_iou"]) - mean]]
+        for ax, x in zip(axes, (s["parameters"], s["train_seconds"])):
+            ax.errorbar(x, mean, yerr=err, fmt="o", capsize=4, label=name)
+            ax.annotate(name, (x, mean), textcoords="offset points", xytext=(6, 4))
+    axes[0].set_xlabel("parameters")
+    axes[1].set_xlabel("training time, s (median over seeds)")
+    axes[0].set_ylabel("foreground IoU on the test set")
+    for ax in axes:
+        ax.axhline(TARGET_IOU, color="grey", linestyle=":", linewidth=1)
+        ax.grid(alpha=0.3)
+    fig.suptitle("CNNs and graph convolutions, same data, budget and seeds "
+                 "(bars: min to max over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run_plots(args):
+    """The three teaching pictures: eigenvectors, Chebyshev responses, receptive fields."""
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plt = _pyplot()
+    for path, draw in ((out / "laplacian_eigenvectors.png", plot_eigenvectors),
+                       (out / "chebyshev_response.png",
+                        lambda: plot_chebyshev(args.checkpoint)),
+                       (out / "receptive_field.png", plot_receptive_field)):
+        fig = draw()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        print(f"wrote {path}")
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_eigenvectors(side=32, count=16):
+    """The grid Laplacian's lowest-frequency eigenvectors: the graph's Fourier basis."""
+    laplacian = model.grid_laplacian(side, side)
+    # Shift-invert around a point just below 0 finds the smallest eigenvalues fast.
+    values, vectors = scipy.sparse.linalg.eigsh(laplacian.tocsc(), k=count, sigma=-1e-3)
+    order = np.argsort(values)
+    fig, axes = _pyplot().subplots(2, count // 2, figsize=(count * 0.9, 4.2))
+    for ax, i in zip(axes.ravel(), order):
+        v = vectors[:, i].reshape(side, side)
+        limit = np.abs(v).max()
+        ax.imshow(v, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        ax.set_title(f"λ = {values[i]:.3f}", fontsize=8)
+        ax.axis("off")
+    fig.suptitle(f"First {count} eigenvectors of the normalised Laplacian of a {side}x{side} "
+                 "4-connected grid (red +, blue -): the graph's low frequencies", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_chebyshev(checkpoint):
+    """g(λ) = Σ_k θ_k T_k(λ - 1) of learned ChebConv filters, or of example ones."""
+    lam = np.linspace(0, 2, 400)
+    x = lam - 1  # rescaled Laplacian eigenvalues, lmax = 2
+    basis = [np.ones_like(x), x]
+    fig, ax = _pyplot().subplots(figsize=(7, 4.2))
+    layers = []
+    if checkpoint and Path(checkpoint).is_file():
+        trained = keras.saving.load_model(checkpoint)
+        layers = [l for l in trained.layers if isinstance(l, model.ChebConv)]
+    if layers:
+        kernel = layers[0].kernel.numpy()                             # (K, C, units)
+        K = kernel.shape[0]
+        while len(basis) < K:
+            basis.append(2 * x * basis[-1] - basis[-2])
+        rng = np.random.default_rng(0)
+        pairs = rng.choice(kernel.shape[1] * kernel.shape[2], 8, replace=False)
+        for p in pairs:
+            theta = kernel[:, p // kernel.shape[2], p % kernel.shape[2]]
+            ax.plot(lam, sum(t * b for t, b in zip(theta, basis[:K])), alpha=0.8)
+        title = (f"Frequency responses of 8 learned filters (first ChebConv of "
+                 f"{Path(checkpoint).name}, K={K})")
+    else:
+        basis.append(2 * x * basis[-1] - basis[-2])
+        for theta, name in (((0.5, -0.5, 0.0), "low-pass: θ = (½, -½, 0)"),
+                            ((0.5, 0.5, 0.0), "high-pass: θ = (½, ½, 0)"),
+                            ((0.5, 0.0, -0.5), "band-pass: θ = (½, 0, -½)")):
+            ax.plot(lam, sum(t * b for t, b in zip(theta, basis)), label=name)
+        ax.legend()
+        title = "Frequency responses of example Chebyshev filters (K=3)"
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_xlabel("Laplacian eigenvalue λ (0 = smooth, 2 = checkerboard)")
+    ax.set_ylabel("gain g(λ)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_receptive_field(side=33, depths=(1, 2, 4, 8)):
+    """Where an impulse at the centre reaches after k GCN layers and after k 3x3 convs."""
+    impulse = np.zeros(side * side)
+    impulse[(side // 2) * side + side // 2] = 1.0
+    gcn = model.gcn_propagation(side, side)                           # Â, 4-connected
+    box = model.grid_adjacency(side, side, connectivity=8) + scipy.sparse.identity(side * side)
+    fig, axes = _pyplot().subplots(2, len(depths) + 1, figsize=(3 * (len(depths) + 1), 6.2))
+    reach = {"GCN (Â, 4-neighbours)": [], "3x3 convolution": []}
+    for row, (label, step) in enumerate(zip(reach, (gcn, box / 9.0))):
+        field = impulse
+        for k in range(1, max(depths) + 1):
+            field = step @ field
+            reach[label].append(np.count_nonzero(field > 1e-12))
+            if k in depths:
+                ax = axes[row, depths.index(k)]
+                ax.imshow(field.reshape(side, side) / field.max(), cmap="magma")
+                ax.set_title(f"{label}\n{k} layer{'s' if k > 1 else ''}", fontsize=9)
+                ax.axis("off")
+    ax = axes[0, -1]
+    gs = ax.get_gridspec()
+    for a in axes[:, -1]:
+        a.remove()
+    ax = fig.add_subplot(gs[:, -1])
+    for label, radii in reach.items():
+        ax.plot(range(1, max(depths) + 1), radii, "o-", label=label)
+    ax.set_xlabel("layers k")
+    ax.set_ylabel("pixels that can influence the centre")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.suptitle("Where one pixel's information reaches after k layers: a square of (2k+1)² "
+                 "pixels for 3x3 convolutions, a diamond of 2k²+2k+1 for the 4-neighbour GCN, "
+                 "whose fixed weights fade like a diffusion", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def run_params(args):
     print(model.parameter_table())
 
 
 def int_list(text):
     return [int(v) for v in text.split(",")]
+
+
+def str_list(text):
+    names = text.split(",")
+    unknown = [n for n in names if n not in model.MODELS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown model {unknown[0]!r}; choose from "
+                                         f"{', '.join(model.MODELS)}")
+    return names
 
 
 def main(argv=None):
@@ -175,6 +423,20 @@ def main(argv=None):
     layers.set_defaults(run=run_layers)
     params = commands.add_parser("params", help="parameter count of every model")
     params.set_defaults(run=run_params)
+    compare = commands.add_parser("compare", help="train every model on the same budget, seeds")
+    compare.add_argument("--models", type=str_list, default=list(model.MODELS))
+    compare.add_argument("--seeds", type=int_list, default=[0, 1, 2])
+    compare.add_argument("--steps", type=int, default=500)
+    compare.add_argument("--eval_every", type=int, default=50, help="curve points, for time "
+                         f"to foreground IoU {TARGET_IOU}")
+    compare.add_argument("--data_dir", default="data")
+    compare.add_argument("--out_dir", type=Path, default=Path("im"))
+    compare.set_defaults(run=run_compare)
+    plots = commands.add_parser("plots", help="the teaching pictures")
+    plots.add_argument("--checkpoint", default="im/compare/cheb_seed0/model.keras",
+                       help="a trained cheb model whose filters to draw (examples if absent)")
+    plots.add_argument("--out_dir", type=Path, default=Path("im"))
+    plots.set_defaults(run=run_plots)
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
     args.run(args)

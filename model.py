@@ -171,15 +171,15 @@ class GraphConv(keras.layers.Layer):
         self.kernel = self.add_weight((c, self.units), "glorot_uniform", name="kernel")
         self.bias = self.add_weight((self.units,), "zeros", name="bias") if self.use_bias else None
         if self.stencil:
-            self.norm, self.taps = _stencil(h, w, self.connectivity, self_loop=1)
+            self.scale, self.window = _stencil(h, w, self.connectivity, self_loop=1)
         else:
             self.propagation = gcn_propagation(h, w, self.connectivity)
 
     def call(self, x):
         xw = tf.einsum("bhwc,cu->bhwu", x, self.kernel)              # (B, H, W, units)
         if self.stencil:
-            norm = tf.constant(self.norm, xw.dtype)                   # (H, W, 1)
-            y = norm * _depthwise(norm * xw, self.taps)
+            scale = tf.constant(self.scale, xw.dtype)                 # (H, W, 1)
+            y = scale * _depthwise(scale * xw, self.window)
         else:
             y = tf.reshape(_sparse_matmul(self.propagation, xw), (-1, *xw.shape[1:]))
         return y + self.bias if self.use_bias else y
@@ -210,14 +210,14 @@ class ChebConv(keras.layers.Layer):
         self.bias = self.add_weight((self.units,), "zeros", name="bias") if self.use_bias else None
         # With lmax = 2, L~ = L - I = -D^-1/2 A D^-1/2: a stencil without self loop.
         if self.stencil:
-            self.norm, self.taps = _stencil(h, w, self.connectivity, self_loop=0)
+            self.scale, self.window = _stencil(h, w, self.connectivity, self_loop=0)
         else:
             self.rescaled = rescaled_laplacian(h, w, self.connectivity, lmax=2.0)
 
     def _apply_rescaled(self, x):
         if self.stencil:
-            norm = tf.constant(self.norm, x.dtype)
-            return -norm * _depthwise(norm * x, self.taps)
+            scale = tf.constant(self.scale, x.dtype)
+            return -scale * _depthwise(scale * x, self.window)
         return tf.reshape(_sparse_matmul(self.rescaled, x), (-1, *x.shape[1:]))
 
     def call(self, x):

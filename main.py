@@ -12,7 +12,6 @@ import json
 import os
 import resource
 import sys
-import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -42,7 +41,7 @@ CLIP_NORM = 1.0            # global gradient clipping: one bad batch cannot thro
 DICE_WEIGHT = 1.0          # digits cover ~4% of pixels; soft Dice keeps them from being ignored
 EVAL_EVERY = 100           # steps between checkpoints, log rows and learning-curve points
 SEED = 0                   # weights and training data; the same seed gives the same numbers
-STRATEGY = "default"       # default | mirrored (all GPUs, or CPU_DEVICES logical CPUs) | multiworker
+STRATEGY = "default"       # default | mirrored (all GPUs, or CPU_DEVICES logical CPUs)
 CPU_DEVICES = 0            # >1 splits the CPU into that many logical devices for `mirrored`
 # output
 OUT_DIR = "im"             # checkpoint, logs, metrics and pictures
@@ -126,7 +125,9 @@ def make_strategy(cfg):
         devices = devices or [d.name for d in tf.config.list_logical_devices("CPU")]
         strategy = tf.distribute.MirroredStrategy(devices)
     elif cfg.strategy == "multiworker":
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        raise UsageError("--strategy multiworker cannot train yet: Keras 3's model.fit fails "
+                         "under MultiWorkerMirroredStrategy (keras-team/keras#20585); use "
+                         "--strategy mirrored for the GPUs of one machine")
     else:
         strategy = tf.distribute.get_strategy()
     n = strategy.num_replicas_in_sync
@@ -200,15 +201,6 @@ class NanGuard(keras.callbacks.Callback):
         return self.model.weights + self.model.optimizer.variables
 
 
-def is_chief():
-    """False only for a non-chief worker of a TF_CONFIG cluster: the chief writes the files."""
-    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    task = config.get("task", {})
-    if task.get("type") == "worker":
-        return task.get("index") == 0 and "chief" not in config.get("cluster", {})
-    return task.get("type") in (None, "chief")
-
-
 class AtomicCheckpoint(keras.callbacks.Callback):
     """Saves the whole model (weights, optimizer, step) by write-then-rename."""
 
@@ -222,12 +214,6 @@ class AtomicCheckpoint(keras.callbacks.Callback):
 
 def save_atomically(model, path):
     """A crash mid-save leaves the previous checkpoint intact."""
-    if not is_chief():
-        # Other workers still save (the strategy may need them to take part),
-        # but to a scratch folder that is thrown away.
-        with tempfile.TemporaryDirectory() as scratch:
-            model.save(Path(scratch) / path.name)
-        return
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.stem + ".partial.keras")
     model.save(partial)
@@ -248,7 +234,7 @@ def make_dataset(datagen, batch_size, start_step=0):
     dataset = dataset.map(lambda x, y: (tf.ensure_shape(x, (batch_size, c, c, 3)),
                                         tf.ensure_shape(y, (batch_size, c, c))))
     options = tf.data.Options()
-    # Every worker makes the same global batches; the strategy splits each one.
+    # The generator makes whole global batches; the strategy splits each one.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
@@ -277,9 +263,8 @@ def train(cfg, strategy, datagen, valid):
         print(f"resuming {cfg.checkpoint} ({model.name}) at step {start}")
     print(f"training {model.name}: {model.count_params():,} parameters, "
           f"{cfg.steps} steps of {cfg.batch_size} images")
-    callbacks = [NanGuard(), AtomicCheckpoint(cfg.checkpoint)]
-    if is_chief():
-        callbacks.append(keras.callbacks.CSVLogger(log_path, append=bool(start)))
+    callbacks = [NanGuard(), AtomicCheckpoint(cfg.checkpoint),
+                 keras.callbacks.CSVLogger(log_path, append=bool(start))]
     began = time.perf_counter()
     model.fit(make_dataset(datagen, cfg.batch_size, start), epochs=-(-cfg.steps // cfg.eval_every),
               steps_per_epoch=cfg.eval_every, initial_epoch=start // cfg.eval_every,
@@ -424,8 +409,6 @@ def run_training(cfg):
     test_images, test_masks = make_datagen(cfg, seed=cfg.test_seed).test_set(cfg.eval_images)
     valid = make_datagen(cfg, seed=cfg.test_seed + 1).test_set(min(512, cfg.eval_images))
     model, seconds, trained = train(cfg, strategy, datagen, valid)
-    if not is_chief():
-        return None
     began = time.perf_counter()
     # Scored in training-sized batches: peak memory stays that of training, at any canvas.
     metrics = score(model, test_images, test_masks, cfg.num_classes, cfg.batch_size)

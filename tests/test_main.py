@@ -61,6 +61,12 @@ def test_bad_flags_are_one_clear_sentence(argv, words):
         assert word in str(error.value)
 
 
+def test_multiworker_is_refused_with_the_reason():
+    cfg = main.parse_config(["--strategy", "multiworker"])
+    with pytest.raises(main.UsageError, match="keras-team/keras#20585.*--strategy mirrored"):
+        main.make_strategy(cfg)
+
+
 def test_cli_bad_flag_exits_without_traceback():
     result = run_main("--bogus", "1")
     assert result.returncode == 2

@@ -171,7 +171,8 @@ def run_layers(args):
 def run_compare(args):
     """Train every model with the same data, budget and seeds; table and picture."""
     out = Path(args.out_dir)
-    runs = [(name, seed) for name in args.models for seed in args.seeds]
+    # Seed-major order: a comparison cut short still has every model at the first seeds.
+    runs = [(name, seed) for seed in args.seeds for name in args.models]
     results = {}
     for i, (name, seed) in enumerate(runs, 1):
         folder = out / "compare" / f"{name}_seed{seed}"
@@ -191,16 +192,19 @@ def run_compare(args):
 
 
 def train_once(name, seed, folder, args):
-    """One main.py run in its own process, so its peak memory is its own."""
+    """One main.py run in its own process, so its peak memory is its own; reused if done."""
     command = [sys.executable, str(HERE / "main.py"), "--model", name, "--seed", str(seed),
                "--steps", str(args.steps), "--eval_every", str(args.eval_every),
                "--data_dir", args.data_dir, "--out_dir", str(folder)]
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "output.txt", "w") as log:
-        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
-                              env={**os.environ, "CI": "true"})  # plain progress lines
-    if done.returncode:
-        sys.exit(f"error: {name} seed {seed} failed; see {folder / 'output.txt'}")
+    # An interrupted comparison picks up where it stopped: finished runs are kept
+    # (delete im/compare to start afresh).
+    if not same_run(folder, args):
+        with open(folder / "output.txt", "w") as log:
+            done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "CI": "true"})  # plain progress lines
+        if done.returncode:
+            sys.exit(f"error: {name} seed {seed} failed; see {folder / 'output.txt'}")
     metrics = json.loads((folder / "metrics.json").read_text())
     with open(folder / "log.csv") as f:
         curve = [(int(r["epoch"]) + 1) * args.eval_every for r in csv.DictReader(f)
@@ -208,6 +212,16 @@ def train_once(name, seed, folder, args):
     metrics["seconds_to_target"] = (metrics["train_seconds"] * curve[0] / args.steps
                                     if curve else None)
     return metrics
+
+
+def same_run(folder, args):
+    """True if folder holds a finished run made with these steps, interval and data."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return ((folder / "metrics.json").is_file() and config["steps"] == args.steps
+            and config["eval_every"] == args.eval_every and config["data_dir"] == args.data_dir)
 
 
 def summarise(results, args):
@@ -241,7 +255,9 @@ def mean_spread(xs):
 
 def compare_markdown(summary, args):
     command = "python benchmark.py compare " + " ".join(args.argv)
-    lines = [f"`{command}` ({args.steps} steps x 64 images, seeds "
+    batch = json.loads((Path(args.out_dir) / "compare" / f"{args.models[0]}_seed{args.seeds[0]}"
+                        / "config.json").read_text())["batch_size"]
+    lines = [f"`{command}` ({args.steps} steps x {batch} images, seeds "
              f"{','.join(map(str, args.seeds))}, {len(args.seeds)} runs per model; "
              "IoU: mean ± std (min-max) over seeds; costs: medians)", "",
              "| model | parameters | train images/s | inference ms/image | foreground IoU | "
@@ -256,9 +272,7 @@ def compare_markdown(summary, args):
 
 def plot_comparison(summary, path):
     """Foreground IoU against parameters and against training time, seeds as error bars."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for name, s in summary.items():
         mean = statistics.mean(s["fg_iou"])
@@ -403,7 +417,7 @@ def int_list(text):
     return [int(v) for v in text.split(",")]
 
 
-def str_list(text):
+def model_list(text):
     names = text.split(",")
     unknown = [n for n in names if n not in model.MODELS]
     if unknown:
@@ -424,7 +438,7 @@ def main(argv=None):
     params = commands.add_parser("params", help="parameter count of every model")
     params.set_defaults(run=run_params)
     compare = commands.add_parser("compare", help="train every model on the same budget, seeds")
-    compare.add_argument("--models", type=str_list, default=list(model.MODELS))
+    compare.add_argument("--models", type=model_list, default=list(model.MODELS))
     compare.add_argument("--seeds", type=int_list, default=[0, 1, 2])
     compare.add_argument("--steps", type=int, default=500)
     compare.add_argument("--eval_every", type=int, default=50, help="curve points, for time "

@@ -23,7 +23,7 @@ import model as model_lib
 from model import keras, tf  # model.py imports TensorFlow quietly
 
 # data
-DATA_DIR = "data"          # real files in data/mnist and data/cifar; a synthetic stand-in when absent
+DATA_DIR = "data"          # real files in data/mnist, data/cifar; else a synthetic stand-in
 SOURCE = "auto"            # auto | real | synthetic
 NUM_CLASSES = 2            # 2: background/digit; 11: background + which digit (label + 1)
 CANVAS = 32                # image side in pixels; 32 is the seed repository's protocol
@@ -37,7 +37,7 @@ MODEL = "unet"             # fcn | unet | gcn | cheb | dgcn | hybrid (see model.
 BATCH_SIZE = 64            # global batch, split evenly across replicas
 STEPS = 500                # optimizer steps; 500 x 64 is the seed repository's budget
 LEARNING_RATE = 3e-3       # Adam's peak rate, reached after a short warm-up, then cosine-decayed
-CLIP_NORM = 1.0            # global gradient clipping: one bad batch cannot throw the weights away
+CLIP_NORM = 1.0            # per-weight gradient clipping: one bad batch cannot wreck a run
 DICE_WEIGHT = 1.0          # digits cover ~4% of pixels; soft Dice keeps them from being ignored
 EVAL_EVERY = 100           # steps between checkpoints, log rows and learning-curve points
 SEED = 0                   # weights and training data; the same seed gives the same numbers
@@ -93,6 +93,9 @@ def parse_config(argv=None):
     if args.steps % args.eval_every:
         raise UsageError(f"--steps ({args.steps}) must be a multiple of --eval_every "
                          f"({args.eval_every}), the checkpoint interval")
+    if args.model in ("unet", "hybrid") and args.canvas % 4:
+        raise UsageError(f"{args.model} pools twice, so --canvas must be a multiple of 4, "
+                         f"not {args.canvas}")
     if args.digit_scale_max < args.digit_scale_min:
         raise UsageError("--digit_scale_max must be at least --digit_scale_min")
     args.out_dir = Path(args.out_dir)
@@ -233,10 +236,7 @@ def make_dataset(datagen, batch_size, start_step=0):
         lambda step: tf.numpy_function(batch, [step], (tf.float32, tf.int32)))
     dataset = dataset.map(lambda x, y: (tf.ensure_shape(x, (batch_size, c, c, 3)),
                                         tf.ensure_shape(y, (batch_size, c, c))))
-    options = tf.data.Options()
-    # The generator makes whole global batches; the strategy splits each one.
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)  # global batches: the strategy splits each one
 
 
 def train(cfg, strategy, datagen, valid):
@@ -246,11 +246,15 @@ def train(cfg, strategy, datagen, valid):
     with strategy.scope():
         if cfg.resume:
             if not cfg.checkpoint.is_file():
-                raise UsageError(f"--resume needs a checkpoint, and {cfg.checkpoint} does not exist")
+                raise UsageError(f"--resume needs a checkpoint, and {cfg.checkpoint} "
+                                 "does not exist")
             model = load_checkpoint(cfg.checkpoint)
-            if model.input_shape[1:3] != (cfg.canvas, cfg.canvas):
-                raise UsageError(f"{cfg.checkpoint} was trained on {model.input_shape[1]}-pixel "
-                                 f"images; resume it with --canvas {model.input_shape[1]}")
+            saved = {"model": model.name, "num_classes": model.output_shape[-1],
+                     "canvas": model.input_shape[1]}
+            for name, value in saved.items():
+                if getattr(cfg, name) != value:
+                    raise UsageError(f"{cfg.checkpoint} holds a run with --{name} {value}; "
+                                     f"resume it with --{name} {value}")
         else:
             keras.utils.set_random_seed(cfg.seed)
             model = model_lib.build_model(cfg.model, cfg.num_classes, cfg.canvas, cfg.canvas)
@@ -259,7 +263,11 @@ def train(cfg, strategy, datagen, valid):
     if start >= cfg.steps:
         print(f"{cfg.checkpoint} has already trained {start} of {cfg.steps} steps")
         return model, 0.0, 0
+    if start % cfg.eval_every:
+        raise UsageError(f"{cfg.checkpoint} stopped at step {start}, not a multiple of "
+                         f"--eval_every {cfg.eval_every}; resume with the run's own --eval_every")
     if start:
+        # The optimizer, its learning-rate schedule included, comes back as saved.
         print(f"resuming {cfg.checkpoint} ({model.name}) at step {start}")
     print(f"training {model.name}: {model.count_params():,} parameters, "
           f"{cfg.steps} steps of {cfg.batch_size} images")
@@ -370,9 +378,9 @@ def plot_learning_curves(log_path, eval_every, title, path):
     steps = [(int(r["epoch"]) + 1) * eval_every for r in rows]
     iou = "fg_iou" if "fg_iou" in rows[0] else "miou"
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-    label = {"fg_iou": "foreground IoU", "miou": "mean IoU"}[iou]
-    for ax, key, label in ((left, "loss", "loss"), (right, iou, label)):
-        ax.plot(steps, [float(r[key]) for r in rows], "o-", label="training batches (mean)")
+    iou_name = {"fg_iou": "foreground IoU", "miou": "mean IoU"}[iou]
+    for ax, key, label in ((left, "loss", "loss"), (right, iou, iou_name)):
+        ax.plot(steps, [float(r[key]) for r in rows], "o-", label="training batches (interval)")
         ax.plot(steps, [float(r["val_" + key]) for r in rows], "s-", label="held-out images")
         ax.set_xlabel("step")
         ax.set_ylabel(label)
@@ -509,8 +517,8 @@ def main(argv=None):
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\ninterrupted; `python main.py --resume` continues from the last checkpoint",
-              file=sys.stderr)
+        print("\ninterrupted; the same command with --resume continues from the last "
+              "checkpoint", file=sys.stderr)
         return 130
     return 0
 

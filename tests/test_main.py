@@ -52,6 +52,7 @@ def test_flags_override_defaults_with_type_checks():
     (["--num_classes", "3"], ["2, 11"]),
     (["--steps", "0"], ["--steps must be positive"]),
     (["--steps", "250"], ["multiple of --eval_every"]),
+    (["--canvas", "30"], ["unet pools twice", "multiple of 4"]),
     (["--evaluate", "--checkpoint", "nowhere.keras"], ["no saved model at nowhere.keras"]),
 ])
 def test_bad_flags_are_one_clear_sentence(argv, words):
@@ -221,6 +222,10 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     saved = main.load_checkpoint(tmp_path / "model.keras")
     done = int(saved.optimizer.iterations.numpy())
     assert done >= 4 and done % 2 == 0
+
+    result = run_main(*TINY, "--model", "dgcn", "--steps", str(done + 4), "--resume",
+                      "--out_dir", str(tmp_path))
+    assert result.returncode == 2 and "holds a run with --model fcn" in result.stderr
 
     result = run_main(*TINY, "--steps", str(done + 4), "--eval_every", "2",
                       "--out_dir", str(tmp_path), "--resume")

@@ -430,7 +430,8 @@ def run_training(cfg):
     rows = slice(0, cfg.sample_rows)
     preds = predict_logits(model, test_images[rows], cfg.batch_size).argmax(-1)
     plot_samples(test_images[rows], test_masks[rows], preds, cfg.num_classes,
-                 f"{name} on the test set: foreground IoU {metrics['fg_iou']:.3f}",
+                 f"{name} on the test set: foreground IoU {metrics['fg_iou']:.3f}, "
+                 f"mean IoU {metrics['miou']:.3f}",
                  cfg.out_dir / f"samples_{name}.png")
     plot_learning_curves(cfg.out_dir / "log.csv", cfg.eval_every, f"{name} learning curves",
                          cfg.out_dir / f"learning_curves_{name}.png")

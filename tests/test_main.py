@@ -13,6 +13,8 @@ import pytest
 import main
 from test_load_data import write_cifar, write_mnist
 
+# Keras' own tensor-to-numpy conversion warns under numpy 2; nothing of ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--source", "synthetic", "--canvas", "16", "--digit_size", "8", "--batch_size", "8",
         "--eval_images", "16", "--sample_rows", "2", "--model", "fcn"]

@@ -489,7 +489,7 @@ def run_prediction(cfg):
         ax.set_title(name)
         ax.axis("off")
     fig.suptitle(f"{path.name}: {trained.name}, {(pred > 0).mean():.1%} of pixels digit")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     out = cfg.out_dir / "prediction.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)

@@ -254,7 +254,7 @@ def mean_spread(xs):
 
 
 def compare_markdown(summary, args):
-    command = "python benchmark.py compare " + " ".join(args.argv)
+    command = "python benchmark.py " + " ".join(args.argv)
     batch = json.loads((Path(args.out_dir) / "compare" / f"{args.models[0]}_seed{args.seeds[0]}"
                         / "config.json").read_text())["batch_size"]
     lines = [f"`{command}` ({args.steps} steps x {batch} images, seeds "
@@ -342,7 +342,7 @@ def plot_chebyshev(checkpoint):
     fig, ax = _pyplot().subplots(figsize=(7, 4.2))
     layers = []
     if checkpoint and Path(checkpoint).is_file():
-        trained = keras.saving.load_model(checkpoint)
+        trained = keras.saving.load_model(checkpoint, compile=False)  # only the weights matter
         layers = [l for l in trained.layers if isinstance(l, model.ChebConv)]
     if layers:
         kernel = layers[0].kernel.numpy()                             # (K, C, units)
@@ -355,7 +355,7 @@ def plot_chebyshev(checkpoint):
             theta = kernel[:, p // kernel.shape[2], p % kernel.shape[2]]
             ax.plot(lam, sum(t * b for t, b in zip(theta, basis[:K])), alpha=0.8)
         title = (f"Frequency responses of 8 learned filters (first ChebConv of "
-                 f"{Path(checkpoint).name}, K={K})")
+                 f"{Path(checkpoint).parent.name}, K={K})")
     else:
         basis.append(2 * x * basis[-1] - basis[-2])
         for theta, name in (((0.5, -0.5, 0.0), "low-pass: θ = (½, -½, 0)"),

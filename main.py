@@ -41,7 +41,7 @@ CLIP_NORM = 1.0            # per-weight gradient clipping: one bad batch cannot 
 DICE_WEIGHT = 1.0          # digits cover ~4% of pixels; soft Dice keeps them from being ignored
 EVAL_EVERY = 100           # steps between checkpoints, log rows and learning-curve points
 SEED = 0                   # weights and training data; the same seed gives the same numbers
-STRATEGY = "default"       # default | mirrored (all GPUs, or CPU_DEVICES logical CPUs)
+STRATEGY = "default"       # default | mirrored (all GPUs, or CPU_DEVICES CPUs) | multiworker (TF_CONFIG)
 CPU_DEVICES = 0            # >1 splits the CPU into that many logical devices for `mirrored`
 # output
 OUT_DIR = "im"             # checkpoint, logs, metrics and pictures
@@ -103,7 +103,7 @@ def parse_config(argv=None):
     if (args.evaluate or args.predict) and not args.checkpoint.is_file():
         raise UsageError(f"no saved model at {args.checkpoint}; train one with `python main.py` "
                          "or pass --checkpoint PATH")
-    return SimpleNamespace(**vars(args))
+    return SimpleNamespace(**vars(args), chief=True)
 
 
 def make_datagen(cfg, data_dir=None, seed=None):
@@ -128,9 +128,18 @@ def make_strategy(cfg):
         devices = devices or [d.name for d in tf.config.list_logical_devices("CPU")]
         strategy = tf.distribute.MirroredStrategy(devices)
     elif cfg.strategy == "multiworker":
-        raise UsageError("--strategy multiworker cannot train yet: Keras 3's model.fit fails "
-                         "under MultiWorkerMirroredStrategy (keras-team/keras#20585); use "
-                         "--strategy mirrored for the GPUs of one machine")
+        try:
+            cluster = json.loads(os.environ.get("TF_CONFIG", ""))["cluster"]
+        except (ValueError, TypeError, KeyError):
+            raise UsageError("--strategy multiworker needs TF_CONFIG, the JSON that names every "
+                             "worker and this one's place (see the README's example)") from None
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        resolver = strategy.cluster_resolver
+        # The chief (or worker 0 if the cluster names no chief) writes every file.
+        cfg.chief = resolver.task_type == "chief" or (
+            resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in cluster)
+        print(f"worker: {resolver.task_type} {resolver.task_id} of "
+              f"{sum(map(len, cluster.values()))}{' (chief)' if cfg.chief else ''}")
     else:
         strategy = tf.distribute.get_strategy()
     n = strategy.num_replicas_in_sync
@@ -223,25 +232,38 @@ def save_atomically(model, path):
     os.replace(partial, path)
 
 
-def make_dataset(datagen, batch_size, start_step=0):
-    """Training batches as a prefetched tf.data stream; batch k depends only on (SEED, k)."""
-    c = datagen.canvas
+def make_dataset(datagen, batch_size, start_step=0, replicas=(0, 1, 1)):
+    """Training batches as a prefetched tf.data stream; batch k depends only on (SEED, k).
 
-    def batch(step):
-        return datagen.sample(batch_size, split="train", step=int(step))
+    replicas = (first, local, total) makes the stream of one worker of several:
+    for each step, the slices of global batch k that its replicas first .. first +
+    local - 1 of total train on, one after another.
+    """
+    first, local, total = replicas
+    share, c = batch_size // total, datagen.canvas
+    cache = {}
+
+    def piece(index):
+        step, replica = divmod(int(index), local)
+        if step not in cache:  # the local replicas share one sampled batch
+            cache.clear()
+            cache[step] = datagen.sample(batch_size, split="train", step=step)
+        rows = slice((first + replica) * share, (first + replica + 1) * share)
+        return tuple(array[rows] for array in cache[step])
 
     # Indexing batches by step keeps the stream identical however often it is
     # restarted: on --resume, and when tf.distribute re-creates the iterator.
-    dataset = tf.data.Dataset.range(start_step, 2**62).map(
-        lambda step: tf.numpy_function(batch, [step], (tf.float32, tf.int32)))
-    dataset = dataset.map(lambda x, y: (tf.ensure_shape(x, (batch_size, c, c, 3)),
-                                        tf.ensure_shape(y, (batch_size, c, c))))
-    return dataset.prefetch(tf.data.AUTOTUNE)  # global batches: the strategy splits each one
+    dataset = tf.data.Dataset.range(start_step * local, 2**62).map(
+        lambda index: tf.numpy_function(piece, [index], (tf.float32, tf.int32)))
+    dataset = dataset.map(lambda x, y: (tf.ensure_shape(x, (share, c, c, 3)),
+                                        tf.ensure_shape(y, (share, c, c))))
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def train(cfg, strategy, datagen, valid):
     """Fit (or resume) the model; returns it, the training time and the steps it took."""
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.chief:
+        cfg.out_dir.mkdir(parents=True, exist_ok=True)
     log_path = cfg.out_dir / "log.csv"
     with strategy.scope():
         if cfg.resume:
@@ -271,16 +293,90 @@ def train(cfg, strategy, datagen, valid):
         print(f"resuming {cfg.checkpoint} ({model.name}) at step {start}")
     print(f"training {model.name}: {model.count_params():,} parameters, "
           f"{cfg.steps} steps of {cfg.batch_size} images")
-    callbacks = [NanGuard(), AtomicCheckpoint(cfg.checkpoint),
-                 keras.callbacks.CSVLogger(log_path, append=bool(start))]
+    callbacks = [NanGuard()]
+    if cfg.chief:
+        callbacks += [AtomicCheckpoint(cfg.checkpoint),
+                      keras.callbacks.CSVLogger(log_path, append=bool(start))]
     began = time.perf_counter()
-    model.fit(make_dataset(datagen, cfg.batch_size, start), epochs=-(-cfg.steps // cfg.eval_every),
-              steps_per_epoch=cfg.eval_every, initial_epoch=start // cfg.eval_every,
-              validation_data=valid, validation_batch_size=cfg.batch_size,
-              shuffle=False, callbacks=callbacks, verbose=2 if os.environ.get("CI") else "auto")
+    if cfg.strategy == "multiworker":
+        fit_multiworker(model, cfg, strategy, datagen, valid, start, callbacks)
+    else:
+        model.fit(make_dataset(datagen, cfg.batch_size, start),
+                  epochs=-(-cfg.steps // cfg.eval_every), steps_per_epoch=cfg.eval_every,
+                  initial_epoch=start // cfg.eval_every, validation_data=valid,
+                  validation_batch_size=cfg.batch_size, shuffle=False, callbacks=callbacks,
+                  verbose=2 if os.environ.get("CI") else "auto")
     seconds = time.perf_counter() - began
-    save_atomically(model, cfg.checkpoint)
+    if cfg.chief:
+        save_atomically(model, cfg.checkpoint)
     return model, seconds, int(model.optimizer.iterations.numpy()) - start
+
+
+def fit_multiworker(model, cfg, strategy, datagen, valid, start, callbacks):
+    """model.fit's work under MultiWorkerMirroredStrategy, where Keras 3's fit fails
+    (keras-team/keras#20585): a strategy.run step, the same callbacks and log."""
+    replicas = strategy.num_replicas_in_sync
+
+    def per_worker(context):
+        local = replicas // context.num_input_pipelines
+        return make_dataset(datagen, cfg.batch_size, start,
+                            (context.input_pipeline_id * local, local, replicas))
+
+    batches = iter(strategy.distribute_datasets_from_function(per_worker))
+    loss_fn = SegmentationLoss(cfg.num_classes, cfg.dice_weight)
+
+    def replica_step(images, masks):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            loss = tf.nn.compute_average_loss(loss_fn.call(masks, logits),
+                                              global_batch_size=cfg.batch_size)
+        gradients = tape.gradient(loss, model.trainable_variables)
+        model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        confusion = tf.math.confusion_matrix(tf.reshape(masks, [-1]),
+                                             tf.reshape(tf.argmax(logits, -1), [-1]),
+                                             cfg.num_classes, dtype=tf.float32)
+        return loss, confusion
+
+    @tf.function
+    def train_step():
+        loss, confusion = strategy.run(replica_step, args=next(batches))
+        return (strategy.reduce("SUM", loss, axis=None),
+                strategy.reduce("SUM", confusion, axis=None))
+
+    def interval_logs(loss, confusion, prefix=""):
+        metrics = metrics_from_confusion(confusion, 0)
+        logs = {"loss": loss, "miou": metrics["miou"]}
+        if cfg.num_classes == 2:
+            logs["fg_iou"] = metrics["fg_iou"]
+        return {prefix + key: value for key, value in logs.items()}
+
+    hooks = keras.callbacks.CallbackList(callbacks, model=model)
+    hooks.on_train_begin()
+    for epoch in range(start // cfg.eval_every, cfg.steps // cfg.eval_every):
+        hooks.on_epoch_begin(epoch)
+        bar = keras.utils.Progbar(cfg.eval_every, verbose=2 if os.environ.get("CI") else 1,
+                                  stateful_metrics=["loss"])
+        losses, confusion = [], 0
+        for batch in range(cfg.eval_every):
+            loss, step_confusion = train_step()
+            losses.append(float(loss))
+            confusion = confusion + step_confusion.numpy()
+            hooks.on_train_batch_end(batch, {"loss": losses[-1]})
+            if model.stop_training:
+                break
+            bar.update(batch + 1, [("loss", np.mean(losses))])
+        if model.stop_training:
+            break
+        images, masks = valid
+        val_loss = np.mean([float(loss_fn(masks[i:i + cfg.batch_size],
+                                          model(images[i:i + cfg.batch_size], training=False)))
+                            for i in range(0, len(images), cfg.batch_size)])
+        val_confusion = confusion_matrix(model, images, masks, cfg.num_classes, cfg.batch_size)
+        logs = {**interval_logs(float(np.mean(losses)), confusion),
+                **interval_logs(float(val_loss), val_confusion, "val_")}
+        print(" - ".join(f"{key}: {value:.4f}" for key, value in logs.items()))
+        hooks.on_epoch_end(epoch, logs)
+    hooks.on_train_end()
 
 
 def predict_logits(model, images, batch_size=64):
@@ -289,22 +385,30 @@ def predict_logits(model, images, batch_size=64):
                            for i in range(0, len(images), batch_size)])
 
 
-def score(model, images, masks, num_classes, batch_size=64):
-    """Dataset-level metrics from one confusion matrix over the whole test set."""
+def confusion_matrix(model, images, masks, num_classes, batch_size=64):
+    """One Keras MeanIoU confusion matrix over all the images; rows = truth."""
     miou = keras.metrics.MeanIoU(num_classes)
     for i in range(0, len(images), batch_size):
         logits = model(images[i:i + batch_size], training=False)     # (B, H, W, K)
         miou.update_state(masks[i:i + batch_size], keras.ops.argmax(logits, axis=-1))
-    return metrics_from_confusion(miou.total_cm.numpy(), float(miou.result()), len(images))
+    return miou.total_cm.numpy()
 
 
-def metrics_from_confusion(cm, miou, n_images):
-    """fg IoU, Dice and accuracy of digit-vs-background, and per-class IoU; rows = truth."""
+def score(model, images, masks, num_classes, batch_size=64):
+    """Dataset-level metrics from one confusion matrix over the whole test set."""
+    cm = confusion_matrix(model, images, masks, num_classes, batch_size)
+    return metrics_from_confusion(cm, len(images))
+
+
+def metrics_from_confusion(cm, n_images):
+    """fg IoU, Dice and accuracy of digit-vs-background; per-class and mean IoU, the mean
+    over the classes that occur in truth or prediction (as Keras MeanIoU takes it)."""
     cm = np.asarray(cm, dtype=np.float64)
     union = cm.sum(0) + cm.sum(1) - np.diag(cm)
     per_class = [float(i / u) if u else None for i, u in zip(np.diag(cm), union)]
     tp, fp, fn = cm[1:, 1:].sum(), cm[0, 1:].sum(), cm[1:, 0].sum()
-    return {"fg_iou": float(tp / max(tp + fp + fn, 1)), "miou": miou,
+    return {"fg_iou": float(tp / max(tp + fp + fn, 1)),
+            "miou": float(np.mean([iou for iou in per_class if iou is not None])),
             "per_class_iou": per_class, "dice": float(2 * tp / max(2 * tp + fp + fn, 1)),
             "pixel_accuracy": float(np.trace(cm) / cm.sum()), "n_images": n_images}
 
@@ -411,12 +515,20 @@ def load_checkpoint(path):
 
 def run_training(cfg):
     """Train, score on the fixed test set, and write the pictures."""
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()
+                if k in HYPERPARAMETERS or k == "resume"}
+    print("config: " + " ".join(f"{k}={v}" for k, v in settings.items()))
     strategy = make_strategy(cfg)
+    if cfg.chief:
+        write_json(settings, cfg.out_dir / "config.json")
     datagen = make_datagen(cfg)
     print(f"data: {datagen.describe()}")
     test_images, test_masks = make_datagen(cfg, seed=cfg.test_seed).test_set(cfg.eval_images)
     valid = make_datagen(cfg, seed=cfg.test_seed + 1).test_set(min(512, cfg.eval_images))
     model, seconds, trained = train(cfg, strategy, datagen, valid)
+    if not cfg.chief:
+        print("this worker's part is done; the chief scores the model and writes the results")
+        return None
     began = time.perf_counter()
     # Scored in training-sized batches: peak memory stays that of training, at any canvas.
     metrics = score(model, test_images, test_masks, cfg.num_classes, cfg.batch_size)
@@ -506,10 +618,6 @@ def main(argv=None):
         elif cfg.evaluate:
             run_evaluation(cfg)
         else:
-            settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()}
-            print("config: " + " ".join(f"{k}={v}" for k, v in settings.items()
-                                        if k in HYPERPARAMETERS))
-            write_json(settings, cfg.out_dir / "config.json")
             run_training(cfg)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)

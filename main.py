@@ -281,6 +281,11 @@ def train(cfg, strategy, datagen, valid):
             keras.utils.set_random_seed(cfg.seed)
             model = model_lib.build_model(cfg.model, cfg.num_classes, cfg.canvas, cfg.canvas)
             compile_model(model, cfg)
+    for layer in model.layers:
+        # Batch statistics over the global batch, not each replica's share: the
+        # same flags then train the same model on any number of replicas.
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = strategy.num_replicas_in_sync > 1
     start = int(model.optimizer.iterations.numpy())
     if start >= cfg.steps:
         print(f"{cfg.checkpoint} has already trained {start} of {cfg.steps} steps")

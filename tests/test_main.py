@@ -242,7 +242,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
 
 
 def test_two_devices_follow_the_one_device_trajectory(tmp_path):
-    args = [*TINY, "--steps", "6", "--eval_every", "2", "--strategy", "mirrored"]
+    # unet: batch norm too, whose statistics are synchronised across replicas.
+    args = [*TINY, "--model", "unet", "--steps", "6", "--eval_every", "2",
+            "--strategy", "mirrored"]
     losses = {}
     for devices in (1, 2):
         out = tmp_path / f"d{devices}"
@@ -252,11 +254,11 @@ def test_two_devices_follow_the_one_device_trajectory(tmp_path):
         rows = (out / "log.csv").read_text().splitlines()[1:]
         losses[devices] = [float(row.split(",")[2]) for row in rows]
     assert len(losses[1]) == 3
-    np.testing.assert_allclose(losses[2], losses[1], rtol=1e-4)
+    np.testing.assert_allclose(losses[2], losses[1], rtol=5e-4)  # 3% apart unsynchronised
 
     # A checkpoint written under two replicas resumes under the default strategy.
-    result = run_main(*TINY, "--steps", "8", "--eval_every", "2", "--resume",
-                      "--out_dir", str(tmp_path / "d2"))
+    result = run_main(*TINY, "--model", "unet", "--steps", "8", "--eval_every", "2",
+                      "--resume", "--out_dir", str(tmp_path / "d2"))
     assert result.returncode == 0, result.stderr
     assert "at step 6" in result.stdout and "1 replica" in result.stdout
 
@@ -288,7 +290,7 @@ def free_ports(n):
 def test_two_workers_follow_the_one_device_trajectory(tmp_path):
     # Two processes on loopback form a MultiWorkerMirroredStrategy cluster, as
     # two machines would; the chief writes, the other worker writes nothing.
-    args = [*TINY, "--steps", "4", "--eval_every", "1"]
+    args = [*TINY, "--model", "unet", "--steps", "4", "--eval_every", "1"]
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
     workers = []
     for index in range(2):
@@ -311,10 +313,11 @@ def test_two_workers_follow_the_one_device_trajectory(tmp_path):
         with open(tmp_path / name / "log.csv") as f:
             logs[name] = list(csv.DictReader(f))
     assert len(logs["single"]) == 4 and logs["worker0"][0].keys() == logs["single"][0].keys()
-    for key in ("loss", "fg_iou", "val_loss", "val_miou"):
+    for key, tolerance in (("loss", 5e-4), ("val_loss", 5e-4), ("fg_iou", 0.01),
+                           ("val_miou", 0.01)):
         np.testing.assert_allclose([float(row[key]) for row in logs["worker0"]],
-                                   [float(row[key]) for row in logs["single"]], rtol=1e-4,
-                                   err_msg=key)
+                                   [float(row[key]) for row in logs["single"]],
+                                   rtol=tolerance, err_msg=key)
 
     # The cluster's checkpoint is an ordinary model file.
     result = run_main("--evaluate", "--checkpoint", str(tmp_path / "worker0" / "model.keras"),

@@ -254,7 +254,7 @@ def test_two_devices_follow_the_one_device_trajectory(tmp_path):
         rows = (out / "log.csv").read_text().splitlines()[1:]
         losses[devices] = [float(row.split(",")[2]) for row in rows]
     assert len(losses[1]) == 3
-    np.testing.assert_allclose(losses[2], losses[1], rtol=5e-4)  # 3% apart unsynchronised
+    np.testing.assert_allclose(losses[2], losses[1], rtol=5e-4)  # 2.6% apart unsynchronised
 
     # A checkpoint written under two replicas resumes under the default strategy.
     result = run_main(*TINY, "--model", "unet", "--steps", "8", "--eval_every", "2",

@@ -288,3 +288,10 @@ def test_model_learns_and_reloads(name, tiny_batch, tmp_path):
     again = keras.saving.load_model(path)
     np.testing.assert_allclose(again.predict(images, verbose=0), net.predict(images, verbose=0),
                                atol=1e-6)
+
+
+@pytest.mark.parametrize("name", model.MODELS)
+def test_every_model_builds_for_a_larger_non_square_canvas(name):
+    net = model.build_model(name, num_classes=11, height=48, width=64)
+    logits = net(np.zeros((2, 48, 64, 3), "float32"), training=False)
+    assert logits.shape == (2, 48, 64, 11) and np.isfinite(logits.numpy()).all()

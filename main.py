@@ -96,6 +96,9 @@ def parse_config(argv=None):
     if args.model in ("unet", "hybrid") and args.canvas % 4:
         raise UsageError(f"{args.model} pools twice, so --canvas must be a multiple of 4, "
                          f"not {args.canvas}")
+    if args.cpu_devices > 1 and args.strategy != "mirrored":
+        raise UsageError("--cpu_devices splits the CPU for --strategy mirrored only; a "
+                         "multiworker cluster uses each machine's GPUs, or one CPU each")
     if args.digit_scale_max < args.digit_scale_min:
         raise UsageError("--digit_scale_max must be at least --digit_scale_min")
     args.out_dir = Path(args.out_dir)

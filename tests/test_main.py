@@ -56,6 +56,7 @@ def test_flags_override_defaults_with_type_checks():
     (["--steps", "0"], ["--steps must be positive"]),
     (["--steps", "250"], ["multiple of --eval_every"]),
     (["--canvas", "30"], ["unet pools twice", "multiple of 4"]),
+    (["--cpu_devices", "2"], ["--strategy mirrored only"]),
     (["--evaluate", "--checkpoint", "nowhere.keras"], ["no saved model at nowhere.keras"]),
 ])
 def test_bad_flags_are_one_clear_sentence(argv, words):

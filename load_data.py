@@ -500,9 +500,16 @@ class Datagen:
         images.reshape(-1)[channels] = normalize(np.minimum(lit, 255))
         return images, masks
 
-    def sample(self, batch_size, split="train", step=None):
-        """(images (B, C, C, 3) float32 in [-1, 1], masks (B, C, C) int32): batch step, or next."""
-        return self.render(self.draw(batch_size, split, step))
+    def sample(self, batch_size, split="train", step=None, rows=None):
+        """(images (B, C, C, 3) float32 in [-1, 1], masks (B, C, C) int32): batch step, or next.
+
+        rows (a slice) renders only those images of the batch: one replica's share.
+        """
+        layout = self.draw(batch_size, split, step)
+        if rows is not None:
+            layout = layout._replace(**{name: value[rows] for name, value
+                                        in layout._asdict().items() if name != "split"})
+        return self.render(layout)
 
     def test_set(self, n):
         """The fixed test set of n images: same data and seed, same images, whatever ran before."""

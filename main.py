@@ -132,17 +132,17 @@ def make_strategy(cfg):
         strategy = tf.distribute.MirroredStrategy(devices)
     elif cfg.strategy == "multiworker":
         try:
-            cluster = json.loads(os.environ.get("TF_CONFIG", ""))["cluster"]
-        except (ValueError, TypeError, KeyError):
+            config = json.loads(os.environ.get("TF_CONFIG", ""))
+            workers = len(config["cluster"].get("chief", [])) + len(config["cluster"]["worker"])
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        except (ValueError, TypeError, KeyError, AttributeError):
             raise UsageError("--strategy multiworker needs TF_CONFIG, the JSON that names every "
-                             "worker and this one's place (see the README's example)") from None
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        resolver = strategy.cluster_resolver
+                             "worker and this one's task (see the README's example)") from None
         # The chief (or worker 0 if the cluster names no chief) writes every file.
-        cfg.chief = resolver.task_type == "chief" or (
-            resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in cluster)
-        print(f"worker: {resolver.task_type} {resolver.task_id} of "
-              f"{sum(map(len, cluster.values()))}{' (chief)' if cfg.chief else ''}")
+        cfg.chief = strategy.extended.should_checkpoint
+        task = config.get("task", {})
+        print(f"worker: {task.get('type')} {task.get('index')} of {workers}"
+              f"{' (chief)' if cfg.chief else ''}")
     else:
         strategy = tf.distribute.get_strategy()
     n = strategy.num_replicas_in_sync
@@ -244,15 +244,11 @@ def make_dataset(datagen, batch_size, start_step=0, replicas=(0, 1, 1)):
     """
     first, local, total = replicas
     share, c = batch_size // total, datagen.canvas
-    cache = {}
 
     def piece(index):
         step, replica = divmod(int(index), local)
-        if step not in cache:  # the local replicas share one sampled batch
-            cache.clear()
-            cache[step] = datagen.sample(batch_size, split="train", step=step)
         rows = slice((first + replica) * share, (first + replica + 1) * share)
-        return tuple(array[rows] for array in cache[step])
+        return datagen.sample(batch_size, split="train", step=step, rows=rows)
 
     # Indexing batches by step keeps the stream identical however often it is
     # restarted: on --resume, and when tf.distribute re-creates the iterator.
@@ -370,20 +366,20 @@ def fit_multiworker(model, cfg, strategy, datagen, valid, start, callbacks):
             losses.append(float(loss))
             confusion = confusion + step_confusion.numpy()
             hooks.on_train_batch_end(batch, {"loss": losses[-1]})
-            if model.stop_training:
+            if model.stop_training:  # as in fit: the interval still ends and is logged
                 break
             bar.update(batch + 1, [("loss", np.mean(losses))])
-        if model.stop_training:
-            break
         images, masks = valid
-        val_loss = np.mean([float(loss_fn(masks[i:i + cfg.batch_size],
-                                          model(images[i:i + cfg.batch_size], training=False)))
-                            for i in range(0, len(images), cfg.batch_size)])
+        val_loss = sum(float(keras.ops.sum(loss_fn.call(
+            masks[i:i + cfg.batch_size], model(images[i:i + cfg.batch_size], training=False))))
+            for i in range(0, len(images), cfg.batch_size)) / len(images)
         val_confusion = confusion_matrix(model, images, masks, cfg.num_classes, cfg.batch_size)
         logs = {**interval_logs(float(np.mean(losses)), confusion),
-                **interval_logs(float(val_loss), val_confusion, "val_")}
+                **interval_logs(val_loss, val_confusion, "val_")}
         print(" - ".join(f"{key}: {value:.4f}" for key, value in logs.items()))
         hooks.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
     hooks.on_train_end()
 
 
@@ -487,6 +483,9 @@ def plot_learning_curves(log_path, eval_every, title, path):
     plt = _pyplot()
     with open(log_path) as f:
         rows = list(csv.DictReader(f))
+    if not rows:
+        print(f"note: {log_path} has no intervals yet, so there are no learning curves to draw")
+        return
     steps = [(int(r["epoch"]) + 1) * eval_every for r in rows]
     iou = "fg_iou" if "fg_iou" in rows[0] else "miou"
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))

@@ -514,3 +514,11 @@ def test_import_is_quiet_and_free_of_tensorflow():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=SCRIPT.parent, timeout=60)
     assert done.stdout == "False False\n" and done.stderr == ""
+
+
+def test_rows_render_one_share_of_the_same_batch(tmp_path):
+    gen = load_data.Datagen(tmp_path, canvas=24, digits_per_image=2, num_classes=11, seed=3)
+    images, masks = gen.sample(8, step=5)
+    share = gen.sample(8, step=5, rows=slice(2, 6))
+    np.testing.assert_array_equal(share[0], images[2:6])
+    np.testing.assert_array_equal(share[1], masks[2:6])

@@ -145,8 +145,8 @@ class PoisonedData:
     def __init__(self, datagen, bad_step):
         self.datagen, self.bad_step, self.canvas = datagen, bad_step, datagen.canvas
 
-    def sample(self, batch_size, split="train", step=None):
-        images, masks = self.datagen.sample(batch_size, split, step)
+    def sample(self, batch_size, split="train", step=None, rows=None):
+        images, masks = self.datagen.sample(batch_size, split, step, rows)
         if step >= self.bad_step:
             images = np.full_like(images, np.nan)
         return images, masks

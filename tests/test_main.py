@@ -326,3 +326,23 @@ def test_two_workers_follow_the_one_device_trajectory(tmp_path):
                       "--out_dir", str(tmp_path / "eval"))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1])["n_images"] == 16
+
+
+def test_a_diverging_multiworker_run_ends_like_a_fit_run(tmp_path):
+    # A one-worker cluster whose learning rate blows the weights up at once: the
+    # custom loop logs the interval, restores the weights and finishes as fit does.
+    port, = free_ports(1)
+    env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": {"worker": [f"127.0.0.1:{port}"]},
+                                                  "task": {"type": "worker", "index": 0}})}
+    args = [*TINY, "--steps", "4", "--eval_every", "2", "--learning_rate", "1e30"]
+    result = subprocess.run([sys.executable, str(ROOT / "main.py"), *args, "--strategy",
+                             "multiworker", "--out_dir", str(tmp_path / "cluster")],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "weights of step 0 were restored" in result.stdout
+    assert run_main(*args, "--out_dir", str(tmp_path / "fit")).returncode == 0
+    logs = [(tmp_path / name / "log.csv").read_text().splitlines() for name in ("cluster", "fit")]
+    assert len(logs[0]) == len(logs[1]) == 2 and logs[0][1].split(",")[2] == "nan"
+    saved = main.load_checkpoint(tmp_path / "cluster" / "model.keras")
+    assert int(saved.optimizer.iterations.numpy()) == 0
+    assert all(np.isfinite(w).all() for w in saved.get_weights())

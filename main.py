@@ -369,11 +369,8 @@ def fit_multiworker(model, cfg, strategy, datagen, valid, start, callbacks):
             if model.stop_training:  # as in fit: the interval still ends and is logged
                 break
             bar.update(batch + 1, [("loss", np.mean(losses))])
-        images, masks = valid
-        val_loss = sum(float(keras.ops.sum(loss_fn.call(
-            masks[i:i + cfg.batch_size], model(images[i:i + cfg.batch_size], training=False))))
-            for i in range(0, len(images), cfg.batch_size)) / len(images)
-        val_confusion = confusion_matrix(model, images, masks, cfg.num_classes, cfg.batch_size)
+        val_confusion, val_loss = confusion_matrix(model, *valid, cfg.num_classes,
+                                                   cfg.batch_size, loss_fn)
         logs = {**interval_logs(float(np.mean(losses)), confusion),
                 **interval_logs(val_loss, val_confusion, "val_")}
         print(" - ".join(f"{key}: {value:.4f}" for key, value in logs.items()))
@@ -389,18 +386,21 @@ def predict_logits(model, images, batch_size=64):
                            for i in range(0, len(images), batch_size)])
 
 
-def confusion_matrix(model, images, masks, num_classes, batch_size=64):
-    """One Keras MeanIoU confusion matrix over all the images; rows = truth."""
-    miou = keras.metrics.MeanIoU(num_classes)
+def confusion_matrix(model, images, masks, num_classes, batch_size=64, loss_fn=None):
+    """One Keras MeanIoU confusion matrix over all the images (rows = truth) and, with
+    loss_fn, the mean loss per image from the same forward passes (else None)."""
+    miou, loss = keras.metrics.MeanIoU(num_classes), 0.0
     for i in range(0, len(images), batch_size):
         logits = model(images[i:i + batch_size], training=False)     # (B, H, W, K)
         miou.update_state(masks[i:i + batch_size], keras.ops.argmax(logits, axis=-1))
-    return miou.total_cm.numpy()
+        if loss_fn:
+            loss += float(keras.ops.sum(loss_fn.call(masks[i:i + batch_size], logits)))
+    return miou.total_cm.numpy(), loss / len(images) if loss_fn else None
 
 
 def score(model, images, masks, num_classes, batch_size=64):
     """Dataset-level metrics from one confusion matrix over the whole test set."""
-    cm = confusion_matrix(model, images, masks, num_classes, batch_size)
+    cm, _ = confusion_matrix(model, images, masks, num_classes, batch_size)
     return metrics_from_confusion(cm, len(images))
 
 

@@ -13,41 +13,75 @@ one of these matrices only links a pixel to its 3x3 neighbourhood, so each
 layer also has an exact stencil fast path made of dense ops (a fixed depthwise
 convolution, or conv2d for the directional layer); tests prove the two equal.
 
+The training loss lives here too, so that a saved model loads with this file alone.
+
 `python model.py [NAME ...]` prints the named models' summaries and every model's
 parameter count.
 """
 import contextlib
 import os
 import sys
+import tempfile
 
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# TF 2.21 writes these start-up notices from C++ straight to file descriptor 2,
+# whatever TF_CPP_MIN_LOG_LEVEL says, so sys.stderr cannot catch them. They
+# come at import and when the devices are first listed (the cuInit line).
+TF_STARTUP_NOTICES = (
+    "All log messages before absl::InitializeLog() is called",
+    "oneDNN custom operations are on",
+    "Could not find cuda drivers",
+    "failed call to cuInit",
+    "Unable to register cuDNN factory",
+    "Unable to register cuFFT factory",
+    "Unable to register cuBLAS factory",
+    "TF-TRT Warning",
+    "This TensorFlow binary is optimized to use available CPU instructions",
+    "To enable the following instructions:",  # the second line of the one above
+    "computation placer already registered",
+)
+# SEGM_TF_LOGS=1 shows everything TensorFlow prints, for when it misbehaves.
+SHOW_TF_LOGS = os.environ.get("SEGM_TF_LOGS") == "1"
+
+
+def drop_startup_notices(text):
+    """text without the lines that hold one of TF_STARTUP_NOTICES; every other line is kept."""
+    return "".join(line for line in text.splitlines(keepends=True)
+                   if not any(notice in line for notice in TF_STARTUP_NOTICES))
 
 
 @contextlib.contextmanager
-def _stderr_silenced():
-    """Point file descriptor 2 at os.devnull for the duration of the block."""
-    # TF 2.21 writes oneDNN/CUDA/absl notices from C++ straight to fd 2 at
-    # import, whatever TF_CPP_MIN_LOG_LEVEL says; sys.stderr cannot catch them.
+def startup_notices_dropped():
+    """Capture fd 2 in the block, then write the captured lines but the known notices to stderr."""
+    # Written back in `finally`, so an error raised in the block is shown with
+    # what TensorFlow said before it. A process that dies outright (a C++ abort)
+    # loses it: run with SEGM_TF_LOGS=1 to see it.
     sys.stderr.flush()
     saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(devnull)
-        os.close(saved)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            sys.stderr.write(drop_startup_notices(captured.read().decode(errors="replace")))
+            sys.stderr.flush()
 
 
-with _stderr_silenced():
+if not SHOW_TF_LOGS:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+with contextlib.nullcontext() if SHOW_TF_LOGS else startup_notices_dropped():
     import tensorflow as tf
     import keras
+    # Listing the devices runs cuInit now, inside the capture, rather than at the
+    # first op; unlike an op it leaves them configurable (logical devices, memory growth).
+    tf.config.list_physical_devices()
 
 CONNECTIVITIES = (4, 8)
 # (dy, dx) of each neighbour in raster order; the 4-neighbours are a subset.
@@ -418,6 +452,35 @@ def parameter_table(num_classes=2, height=32, width=32):
         count = build_model(name, num_classes, height, width).count_params()
         rows.append(f"| {name} | {count:,} |")
     return "\n".join(rows)
+
+
+# -------------------------------------------------------------------------- loss
+
+@keras.saving.register_keras_serializable(package="segm")
+class SegmentationLoss(keras.losses.Loss):
+    """Pixel cross-entropy on logits plus a soft-Dice term on the digit classes."""
+
+    def __init__(self, num_classes=2, dice_weight=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        self.dice_weight = dice_weight
+
+    def call(self, y_true, y_pred):
+        y_true = keras.ops.cast(y_true, "int32")                      # (B, H, W)
+        ce = keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
+        ce = keras.ops.mean(ce, axis=(1, 2))                          # (B,)
+        if not self.dice_weight:
+            return ce
+        probs = keras.ops.softmax(y_pred)[..., 1:]                    # (B, H, W, K-1)
+        truth = keras.ops.one_hot(y_true, self.num_classes)[..., 1:]  # (B, H, W, K-1)
+        overlap = keras.ops.sum(probs * truth, axis=(1, 2, 3))
+        total = keras.ops.sum(probs + truth, axis=(1, 2, 3))
+        dice = (2 * overlap + 1) / (total + 1)  # +1: an image without digits scores 1, not 0/0
+        return ce + self.dice_weight * (1 - dice)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes,
+                "dice_weight": self.dice_weight}
 
 
 if __name__ == "__main__":

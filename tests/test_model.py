@@ -1,6 +1,7 @@
 """model.py: grid graph against dense numpy, each layer against its dense product, every model."""
 import itertools
 import json
+import os
 import subprocess
 import sys
 import time
@@ -223,10 +224,70 @@ def test_bad_arguments_list_the_choices():
         model.build_model("unet", height=30)
 
 
-def test_import_is_silent():
-    done = subprocess.run([sys.executable, "-c", "import model"], cwd=Path(model.__file__).parent,
-                          capture_output=True, text=True, timeout=120)
+# TensorFlow 2.21's start-up lines, as recorded on a CPU-only machine, and from
+# CUDA machines the ones that say a plugin was registered twice.
+TF_NOISE = """\
+WARNING: All log messages before absl::InitializeLog() is called are written to STDERR
+I0000 00:00:1795980236.592129    4614 port.cc:153] oneDNN custom operations are on. You may see slightly different numerical results due to floating-point round-off errors from different computation orders. To turn them off, set the environment variable `TF_ENABLE_ONEDNN_OPTS=0`.
+I0000 00:00:1795980151.973939    3084 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.
+I0000 00:00:1795980152.070001    3084 cpu_feature_guard.cc:227] This TensorFlow binary is optimized to use available CPU instructions in performance-critical operations.
+To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow with the appropriate compiler flags.
+E0000 00:00:1795980178.529310    3585 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)
+E0000 00:00:1712345678.123456   12345 cuda_dnn.cc:8310] Unable to register cuDNN factory: Attempting to register factory for plugin cuDNN when one has already been registered
+E0000 00:00:1712345678.123456   12345 cuda_fft.cc:607] Unable to register cuFFT factory: Attempting to register factory for plugin cuFFT when one has already been registered
+E0000 00:00:1712345678.123456   12345 cuda_blas.cc:1515] Unable to register cuBLAS factory: Attempting to register factory for plugin cuBLAS when one has already been registered
+W0000 00:00:1712345678.123456   12345 computation_placer.cc:177] computation placer already registered. Please check linkage and avoid linking the same target more than once.
+W0000 00:00:1712345678.123456   12345 py_utils.cc:38] TF-TRT Warning: Could not find TensorRT
+"""
+FATAL = "F0000 fake.cc:1] Check failed: this TensorFlow cannot start\n"
+FAKE_TENSORFLOW = f"""
+import os
+os.write(2, {(TF_NOISE + FATAL).encode()!r})
+raise ImportError("the fake TensorFlow")
+"""
+
+
+def run_python(code, **env):
+    """`python -c code` in the project folder; env changes the environment, None unsets."""
+    env = {k: v for k, v in {**os.environ, **env}.items() if v is not None}
+    return subprocess.run([sys.executable, "-c", code], cwd=Path(model.__file__).parent,
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_filter_drops_the_known_notices_and_keeps_everything_else():
+    noise = TF_NOISE.splitlines(keepends=True)
+    assert all(any(notice in line for line in noise) for notice in model.TF_STARTUP_NOTICES)
+    real = ["F0000 00:00:1795980151.000000    3084 op_kernel.cc:1] Check failed: x == y\n",
+            "UserWarning: a real warning from an import\n", "\n", "a last line without newline"]
+    mixed = [noise[0], real[0], *noise[1:5], real[1], real[2], *noise[5:], real[3]]
+    assert model.drop_startup_notices("".join(mixed)) == "".join(real)
+    assert model.drop_startup_notices(TF_NOISE) == ""
+
+
+@pytest.mark.parametrize("env", [{}, {"TF_CPP_MIN_LOG_LEVEL": "0", "TF_ENABLE_ONEDNN_OPTS": "1"}],
+                         ids=["default", "tf-log-level-0"])
+def test_import_is_silent(env):
+    # TF_CPP_MIN_LOG_LEVEL=0 lets TensorFlow print every notice, the cuInit error too.
+    done = run_python("import model; model.tf.constant(0)", **env)
     assert done.returncode == 0 and done.stdout == "" and done.stderr == ""
+
+
+def test_segm_tf_logs_shows_what_tensorflow_prints():
+    done = run_python("import os, model; print(os.environ.get('TF_CPP_MIN_LOG_LEVEL'))",
+                      SEGM_TF_LOGS="1", TF_ENABLE_ONEDNN_OPTS="1", TF_CPP_MIN_LOG_LEVEL=None)
+    assert done.returncode == 0 and done.stdout == "None\n"
+    assert "oneDNN custom operations are on" in done.stderr
+
+
+def test_a_failing_tensorflow_import_shows_its_own_lines_before_the_error(tmp_path):
+    (tmp_path / "tensorflow").mkdir()
+    (tmp_path / "tensorflow" / "__init__.py").write_text(FAKE_TENSORFLOW)
+    done = run_python("import model", PYTHONPATH=str(tmp_path))
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert lines[0] == FATAL.strip()
+    assert lines[-1] == "ImportError: the fake TensorFlow"
+    assert not any(notice in done.stderr for notice in model.TF_STARTUP_NOTICES)
 
 
 MIRRORED = """
@@ -295,3 +356,58 @@ def test_every_model_builds_for_a_larger_non_square_canvas(name):
     net = model.build_model(name, num_classes=11, height=48, width=64)
     logits = net(np.zeros((2, 48, 64, 3), "float32"), training=False)
     assert logits.shape == (2, 48, 64, 11) and np.isfinite(logits.numpy()).all()
+
+
+# ------------------------------------------------------------------------ loss
+
+def loss_reference(masks, logits, dice_weight):
+    """Cross-entropy plus dice_weight * (1 - soft Dice over classes 1..K-1), float64 numpy."""
+    z = logits.astype(np.float64) - logits.max(-1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    truth = np.eye(logits.shape[-1])[masks]                       # (B, H, W, K)
+    ce = -(truth * log_p).sum(-1).mean((1, 2))                    # (B,)
+    p, t = np.exp(log_p)[..., 1:], truth[..., 1:]
+    dice = (2 * (p * t).sum((1, 2, 3)) + 1) / ((p + t).sum((1, 2, 3)) + 1)
+    return np.mean(ce + dice_weight * (1 - dice))
+
+
+@pytest.mark.parametrize("dice_weight", [0.0, 0.5])
+def test_loss_matches_numpy_and_is_finite_on_empty_masks(dice_weight):
+    rng = np.random.default_rng(2)
+    logits = rng.normal(size=(2, 4, 4, 3)).astype("float32")
+    loss = model.SegmentationLoss(num_classes=3, dice_weight=dice_weight)
+    for masks in (rng.integers(0, 3, (2, 4, 4)), np.zeros((2, 4, 4), "int32")):
+        value = float(loss(masks, logits))
+        assert np.isfinite(value) and value > 0
+        assert value == pytest.approx(loss_reference(masks, logits, dice_weight), rel=1e-5)
+
+
+def test_loss_config_round_trips():
+    loss = model.SegmentationLoss(num_classes=3, dice_weight=0.25, name="segmentation")
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
+    assert type(clone) is model.SegmentationLoss and clone.get_config() == loss.get_config()
+
+
+RELOAD = """
+import sys
+import numpy as np
+import model
+net = model.keras.saving.load_model(sys.argv[1])
+assert "main" not in sys.modules and type(net.loss) is model.SegmentationLoss, net.loss
+batch = np.load(sys.argv[2])
+print(net.evaluate(batch["images"], batch["masks"], verbose=0))
+"""
+
+
+def test_saved_model_with_its_loss_loads_with_model_py_alone(tiny_batch, tmp_path):
+    images, masks = tiny_batch
+    keras.utils.set_random_seed(0)
+    net = model.build_model("fcn", num_classes=2, height=16, width=16)
+    net.compile("adam", model.SegmentationLoss(num_classes=2, dice_weight=0.5))
+    net.save(tmp_path / "m.keras")
+    np.savez(tmp_path / "batch.npz", images=images, masks=masks)
+    done = subprocess.run([sys.executable, "-c", RELOAD, str(tmp_path / "m.keras"),
+                           str(tmp_path / "batch.npz")], cwd=Path(model.__file__).parent,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert float(done.stdout) == pytest.approx(net.evaluate(images, masks, verbose=0), rel=1e-6)

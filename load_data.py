@@ -2,31 +2,27 @@
 
     python load_data.py [--data_dir DIR] [--out PATH]   # sample grid -> im/input_data.png
     python load_data.py --bench                         # generator speed in images/s
-    python load_data.py --download [--mirror URL]       # fetch MNIST and CIFAR-10 into data/
 
-Without the real files the generator falls back to a built-in synthetic source
-(font digits on procedural backgrounds), so everything runs on a fresh clone.
+The real files come from `python download.py`. While the default folder (data/
+beside this script) holds none, the generator uses a built-in synthetic source
+(font digits on procedural backgrounds), so everything runs on a fresh clone; a
+folder named explicitly must hold the real files.
 """
 import argparse
-import codecs
 import functools
 import gzip
-import hashlib
-import os
+import math
 import pickle
-import shutil
 import struct
 import sys
-import tarfile
-import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 from mnist import MNIST
+
+import files
 
 HERE = Path(__file__).resolve().parent
 
@@ -39,8 +35,10 @@ THRESHOLD = 0.3  # seed protocol: a pixel is digit where the digit's intensity (
 INK = 200.0  # seed protocol: mask pixels get a flat +200 (clipped to 255); the rest stay as is
 CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_FOLDER = "cifar-10-batches-py"  # what the official tarball extracts to
-GET_DATA = "run `python load_data.py --download` or put the files in DIR/mnist and DIR/cifar"
-MNIST_FIX = "replace it with a good copy (`python load_data.py --download`)"
+CIFAR_BATCH = (10_000, 3072)  # the most images a CIFAR-10 batch file holds, bytes per image
+CIFAR_FILE_LIMIT = 64 << 20  # Python 3's protocol 2 stores bytes as UTF-8: a full batch < 62 MB
+MNIST_FIX = "replace it with a good copy (`python download.py`)"
+CIFAR_FIX = "delete it and download CIFAR-10 again (`python download.py`)"
 
 # synthetic source: a fixed bank, like a data set; the Datagen seed only drives sampling
 SYNTHETIC_SEED = 20240611
@@ -50,32 +48,12 @@ FONTS = ("DejaVuSans", "DejaVuSans-Bold", "DejaVuSans-Oblique", "DejaVuSansMono"
          "DejaVuSerif-Italic", "STIXGeneral", "STIXGeneralItalic", "STIXGeneralBol", "cmr10",
          "cmss10", "cmtt10", "cmb10", "cmti10")  # the matplotlib fonts that draw all ten digits
 
-# download
-MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"  # yann.lecun.com often answers 403
-CIFAR_URL = "https://www.cs.toronto.edu/~kriz/"
-
 # output
 DEFAULT_OUT = HERE / "im" / "input_data.png"
 
 
 class DataError(Exception):
     """A problem the user can fix; the message is one sentence: what is wrong, what to do."""
-
-
-class Remote(NamedTuple):
-    folder: str  # under the data folder
-    name: str
-    md5: str  # as published (and used by torchvision)
-    base_url: str
-
-
-REMOTES = (
-    Remote("mnist", "train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873", MNIST_URL),
-    Remote("mnist", "train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432", MNIST_URL),
-    Remote("mnist", "t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3", MNIST_URL),
-    Remote("mnist", "t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c", MNIST_URL),
-    Remote("cifar", "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a", CIFAR_URL),
-)
 
 
 class Split(NamedTuple):
@@ -132,23 +110,41 @@ def _idx_sizes(path, magic, dims):
     return sizes
 
 
+def _check_length(path, header, count, size, what):
+    """DataError unless path holds exactly the count records of size bytes its header claims."""
+    claimed = header + count * size
+    if path.suffix != ".gz":
+        found = path.stat().st_size
+    else:  # decompressed in chunks, and no further than one byte past the claim
+        found = 0
+        with gzip.open(path, "rb") as f:
+            while found <= claimed and (chunk := f.read(min(1 << 20, claimed + 1 - found))):
+                found += len(chunk)
+    if found != claimed:
+        state = "truncated" if found < claimed else "longer than that"
+        raise DataError(f"{path} should hold {claimed:,} bytes for the {count:,} {what} its "
+                        f"header claims, but it is {state}; {MNIST_FIX}.")
+
+
 def read_mnist(images_path, labels_path):
     """Digits (N, 28, 28) uint8 and labels (N,) from an IDX pair; N comes from the files."""
     try:
         (count,) = _idx_sizes(labels_path, 2049, 1)
         n, rows, cols = _idx_sizes(images_path, 2051, 3)
-        if (n, rows, cols) != (count, 28, 28):  # before python-mnist allocates what they claim
+        if (n, rows, cols) != (count, 28, 28):
             raise DataError(f"{images_path} claims {n:,} images of {rows}x{cols} for {count:,} "
                             f"labels, not one label per 28x28 image; {MNIST_FIX}.")
+        if not n:
+            raise DataError(f"{images_path} holds no images; {MNIST_FIX}.")
+        # Before python-mnist allocates what the headers claim: a header can lie.
+        _check_length(labels_path, 8, count, 1, "labels")
+        _check_length(images_path, 16, n, 784, "images")
         images, labels = _IdxReader(return_type="lists").load(str(images_path), str(labels_path))
     except DataError:
         raise
     except Exception as e:  # struct, gzip, EOF and OS errors: all mean an unreadable file
         raise DataError(f"{images_path} or {labels_path.name} could not be read ({e}); "
                         f"{MNIST_FIX}.") from None
-    if not images or len(images[-1]) != 784 or len(labels) != len(images):  # data cut short
-        raise DataError(f"{images_path} or {labels_path.name} is truncated or holds no images; "
-                        f"{MNIST_FIX}.")
     labels = np.frombuffer(bytes(labels), np.uint8).copy()
     if labels.max() > 9:
         raise DataError(f"{labels_path} holds labels above 9, so it is not MNIST; {MNIST_FIX}.")
@@ -156,54 +152,109 @@ def read_mnist(images_path, labels_path):
 
 
 class _Refused(pickle.UnpicklingError):
-    """A pickle named something a CIFAR batch never needs."""
+    """A pickle asking for something no CIFAR-10 batch needs; the message says what."""
+
+
+def _empty_array(shape):
+    """An empty array standing in for one of shape, which must fit a batch: nothing is allocated.
+
+    The pickle's next step hands ndarray.__setstate__ the array's real shape, dtype and bytes,
+    and numpy refuses bytes that do not fill that shape, so no array outgrows the file.
+    """
+    dims = (shape,) if isinstance(shape, int) else shape
+    if not (isinstance(dims, tuple) and all(isinstance(n, int) and n >= 0 for n in dims)):
+        raise _Refused(f"asks for an array of shape {shape!r}")
+    if math.prod(dims) > math.prod(CIFAR_BATCH):
+        raise _Refused(f"asks for an array of {math.prod(dims):,} values, more than the "
+                       f"{CIFAR_BATCH[0]:,} x {CIFAR_BATCH[1]} of a CIFAR-10 batch")
+    return np.empty(0, np.uint8)
+
+
+def _reconstruct(subtype, shape, dtype):
+    """numpy's _reconstruct as a pickled array calls it, (ndarray, (0,), b'b'), minus allocation."""
+    return _empty_array(shape)
+
+
+def _ndarray(shape, *args):
+    """numpy.ndarray as a pickle may call it, minus allocation."""
+    return _empty_array(shape)
+
+
+def _dtype(spec, align=False, copy=True):
+    """numpy.dtype as a pickle calls it: plain numbers only, and a copy whatever copy says."""
+    dtype = np.dtype(spec) if isinstance(spec, (str, bytes)) else None
+    if dtype is None or dtype.kind not in "biuf" or dtype.shape or dtype.names:
+        raise _Refused(f"asks for the array type {spec!r}, which no CIFAR-10 batch uses")
+    return np.dtype(dtype, align, True)  # the pickle then sets its state: never numpy's own
+
+
+def _latin1(text, encoding):
+    """codecs.encode as Python 3 pickles bytes for protocol 2; no other codec."""
+    if not isinstance(text, str) or encoding != "latin1":
+        raise _Refused(f"asks to encode with {encoding!r}, which no CIFAR-10 batch does")
+    return text.encode("latin1")
 
 
 class _CifarUnpickler(pickle.Unpickler):
-    """Builds numpy arrays and nothing else: a pickle can call anything it names."""
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
-               ("numpy._core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
-               ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
-               ("_codecs", "encode"): codecs.encode}  # bytes pickled by Python 3
+    """Builds arrays through the functions above, nothing else: a pickle runs what it names."""
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+               ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+               ("numpy", "ndarray"): _ndarray, ("numpy", "dtype"): _dtype,
+               ("_codecs", "encode"): _latin1}
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
-            raise _Refused(f"{module}.{name}")
+            raise _Refused(f"asks to run {module}.{name}, which no CIFAR-10 batch does")
         return self.ALLOWED[module, name]
 
 
 def read_cifar_batch(path):
     """Images (N, 32, 32, 3) uint8 from a CIFAR-10 python batch, loaded without running code."""
-    fix = "delete it and download CIFAR-10 again (`python load_data.py --download`)"
     try:
+        size = path.stat().st_size
+        if size > CIFAR_FILE_LIMIT:
+            raise _Refused(f"holds {size:,} bytes, more than any CIFAR-10 batch")
         with open(path, "rb") as f:
             batch = _CifarUnpickler(f, encoding="bytes").load()
     except _Refused as e:
-        raise DataError(f"{path} asks to run {e}, which no CIFAR-10 batch does, so it was not "
-                        f"loaded; {fix}.") from None
+        raise DataError(f"{path} {e}, so it was not loaded; {CIFAR_FIX}.") from None
     except Exception as e:  # truncated or garbled pickles fail in many ways
         raise DataError(f"{path} is not a readable CIFAR-10 batch ({type(e).__name__}); "
-                        f"{fix}.") from None
+                        f"{CIFAR_FIX}.") from None
     if isinstance(batch, dict):  # the original files have bytes keys, home-made ones str keys
         batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
     if not isinstance(batch, dict) or not {"data", "labels"} <= batch.keys():
-        raise DataError(f"{path} lacks the 'data' and 'labels' entries of a CIFAR-10 batch; {fix}.")
-    data = batch["data"]
-    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
-            and data.shape[1] == 3072 and len(batch["labels"]) == len(data) > 0):
-        raise DataError(f"{path} does not hold N x 3072 uint8 images with N labels; {fix}.")
+        raise DataError(f"{path} lacks the 'data' and 'labels' entries of a CIFAR-10 batch; "
+                        f"{CIFAR_FIX}.")
+    data, labels = batch["data"], batch["labels"]
+    # A pickle can rewrite a dtype's state, so only a plain uint8 passes, not one equal to it.
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.dtype.shape == ()
+            and data.dtype.names is None and data.ndim == 2 and data.shape[1] == 3072
+            and isinstance(labels, (list, np.ndarray)) and len(labels) == len(data) > 0):
+        raise DataError(f"{path} does not hold N x 3072 uint8 images with N labels; "
+                        f"{CIFAR_FIX}.")
+    if len(data) > CIFAR_BATCH[0]:
+        raise DataError(f"{path} holds {len(data):,} images, more than the {CIFAR_BATCH[0]:,} "
+                        f"of a CIFAR-10 batch; {CIFAR_FIX}.")
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()  # rows are R, G, B planes
 
 
-def _cifar_dir(data_dir):
+def cifar_folder(data_dir):
     """data_dir/cifar, or the cifar-10-batches-py folder the tarball makes inside it."""
     inner = Path(data_dir) / "cifar" / CIFAR_FOLDER
     return inner if inner.is_dir() else Path(data_dir) / "cifar"
 
 
+def _get_data(folder):
+    """What to do about a data folder without the real files."""
+    flag = "" if Path(folder) == DEFAULT_DATA_DIR else f" --data_dir {folder}"
+    return (f"run `python download.py{flag}` or put the MNIST files in {Path(folder) / 'mnist'} "
+            f"and the CIFAR-10 batches in {Path(folder) / 'cifar'}")
+
+
 def has_real_files(data_dir):
     """True if data_dir holds any MNIST file or CIFAR-10 batch."""
-    mnist_dir, cifar_dir = Path(data_dir) / "mnist", _cifar_dir(data_dir)
+    mnist_dir, cifar_dir = Path(data_dir) / "mnist", cifar_folder(data_dir)
     return bool(any(_find_idx(mnist_dir, f"{stem}-{kind}", idx) for stem in ("train", "t10k")
                     for kind, idx in (("images", "idx3"), ("labels", "idx1")))
                 or any((cifar_dir / name).is_file() for name in CIFAR_TRAIN + ("test_batch",)))
@@ -226,9 +277,10 @@ def load_real(data_dir):
     A folder with only the t10k files and test_batch gives {"train": None, "test": Split}:
     enough to score a model.
     """
-    data_dir, mnist_dir, cifar_dir = Path(data_dir), Path(data_dir) / "mnist", _cifar_dir(data_dir)
+    data_dir, mnist_dir = Path(data_dir), Path(data_dir) / "mnist"
+    cifar_dir = cifar_folder(data_dir)
     if not data_dir.is_dir():
-        raise DataError(f"the data folder {data_dir} does not exist; {GET_DATA}.")
+        raise DataError(f"the data folder {data_dir} does not exist; {_get_data(data_dir)}.")
     train, test = ((_find_idx(mnist_dir, f"{stem}-images", "idx3"),
                     _find_idx(mnist_dir, f"{stem}-labels", "idx1")) for stem in ("train", "t10k"))
     if test.count(None) == 1:
@@ -242,10 +294,10 @@ def load_real(data_dir):
                                              np.arange(len(backgrounds)))}
     if None in train:
         raise DataError(f"{mnist_dir} lacks train-images-idx3-ubyte or train-labels-idx1-ubyte "
-                        f"(.gz or not); {GET_DATA}.")
+                        f"(.gz or not); {_get_data(data_dir)}.")
     missing = [name for name in CIFAR_TRAIN if not (cifar_dir / name).is_file()]
     if missing:
-        raise DataError(f"{cifar_dir} lacks {', '.join(missing)}; {GET_DATA}.")
+        raise DataError(f"{cifar_dir} lacks {', '.join(missing)}; {_get_data(data_dir)}.")
 
     digits, labels = read_mnist(*train)
     test_digits, test_labels = (digits, labels) if None in test else read_mnist(*test)
@@ -269,8 +321,8 @@ def _load_real_once(folder, stamp):
 
 def _stamp(data_dir):
     """(path, size, mtime) of every file under data_dir: it changes whenever the data does."""
-    files = sorted(p for p in Path(data_dir).glob("*/**/*") if p.is_file())
-    return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    paths = sorted(p for p in Path(data_dir).glob("*/**/*") if p.is_file())
+    return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
 
 
 # ---------------------------------------------------------------- synthetic source
@@ -365,9 +417,13 @@ def _whole(name, value, low):
 
 
 class Datagen:
-    """Digits pasted on backgrounds, with their masks: sample() to train, test_set() to score."""
+    """Digits pasted on backgrounds, with their masks: sample() to train, test_set() to score.
 
-    def __init__(self, data_dir, canvas=32, digit_size=14, digits_per_image=1, num_classes=2,
+    data_dir None means DEFAULT_DATA_DIR, or the synthetic stand-in (source "auto") while it
+    holds no real files; a folder named explicitly must hold them, unless source is "synthetic".
+    """
+
+    def __init__(self, data_dir=None, canvas=32, digit_size=14, digits_per_image=1, num_classes=2,
                  seed=0, source="auto", digit_scale=None):
         self.canvas = _whole("canvas", canvas, 1)
         self.digit_size = _whole("digit_size", digit_size, 1)
@@ -382,9 +438,8 @@ class Datagen:
         if source not in SOURCES:
             raise DataError(f"source must be one of {', '.join(SOURCES)}, not {source!r}.")
         self.num_classes, self.sizes = num_classes, self._sizes(digit_scale)
-        self.data_dir, self._asked = Path(data_dir), source
-        self.source = source if source != "auto" else (
-            "real" if has_real_files(self.data_dir) else "synthetic")
+        self.data_dir = DEFAULT_DATA_DIR if data_dir is None else Path(data_dir)
+        self.source, self._asked = self._pick(source, data_dir is not None), source
         self.data = (_load_real_once(self.data_dir.resolve(), _stamp(self.data_dir))
                      if self.source == "real" else load_synthetic())
         if len(self.sizes) == 1:
@@ -398,6 +453,18 @@ class Datagen:
                 self._rows[i, :side] = _resize_matrix(side, 28)
         self._rngs = {split: np.random.default_rng([self.seed, stream])
                       for stream, split in enumerate(SPLITS)}
+
+    def _pick(self, source, explicit):
+        """"real" or "synthetic"; DataError if the real files are wanted and data_dir has none."""
+        if source == "synthetic":
+            return source
+        if source == "auto" and not explicit and not has_real_files(self.data_dir):
+            return "synthetic"  # the stand-in on a fresh clone; describe() says so
+        if not has_real_files(self.data_dir):
+            state = ("holds no MNIST or CIFAR-10 files" if self.data_dir.is_dir()
+                     else "does not exist")
+            raise DataError(f"the data folder {self.data_dir} {state}; {_get_data(self.data_dir)}.")
+        return "real"
 
     def _sizes(self, digit_scale):
         """Every digit side digit_scale allows, checked against the canvas."""
@@ -427,8 +494,8 @@ class Datagen:
                     f"digits) on CIFAR-10 ({len(train.backgrounds):,} / "
                     f"{len(test.backgrounds):,} backgrounds) from {self.data_dir}")
         why = "as asked" if self._asked == "synthetic" else (
-            f"no MNIST/CIFAR-10 files in {self.data_dir}; "
-            f"`python load_data.py --download` gets them")
+            f"no MNIST/CIFAR-10 files in the default folder {self.data_dir}; "
+            f"`python download.py` gets them")
         return f"synthetic font digits on procedural backgrounds ({why})"
 
     def draw(self, batch_size, split="train", step=None):
@@ -438,7 +505,7 @@ class Datagen:
         if self.data[split] is None:
             raise DataError(f"{self.data_dir} holds only the test files, and training also "
                             f"needs train-images-idx3-ubyte, train-labels-idx1-ubyte and "
-                            f"data_batch_1..5; {GET_DATA}.")
+                            f"data_batch_1..5; {_get_data(self.data_dir)}.")
         n = _whole("batch_size", batch_size, 1)
         if step is None:  # advances the split's own generator
             return self._layout(self._rngs[split], n, split)
@@ -520,19 +587,17 @@ class Datagen:
 # ---------------------------------------------------------------- picture and benchmark
 
 def _check_out(path):
-    """path as a PNG destination whose folder exists, or DataError."""
+    """path as a PNG destination, or DataError; its folder is made when the picture is written."""
     if path.suffix.lower() != ".png" or path.is_dir():
         raise DataError(f"--out {path} must name a .png file, not a folder or another format.")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DataError(f"cannot make the folder for --out {path} ({e.strerror}); "
-                        f"choose another path.") from None
     return path
 
 
 def save_grid(gen, path, rows=4, cols=4):
-    """A rows x cols grid of (input, mask) pairs; path is replaced only by a complete PNG."""
+    """A rows x cols grid of (input, mask) pairs; path is replaced only by a complete PNG.
+
+    An unwritable path raises files.FileError.
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -550,15 +615,11 @@ def save_grid(gen, path, rows=4, cols=4):
     for ax in axes.flat:
         ax.axis("off")
     fig.suptitle(gen.describe(), fontsize=7, wrap=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
     try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
-        os.replace(tmp, path)
+        with files.atomic_write(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def benchmark(gen, batch_size=64, batches=500, repeats=7):
@@ -574,169 +635,30 @@ def benchmark(gen, batch_size=64, batches=500, repeats=7):
     return wall, cpu
 
 
-# ---------------------------------------------------------------- download
-
-def _md5(path):
-    """Hex md5 of a file."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "md5").hexdigest()
-
-
-def _stream(url, out, name, progress, timeout=30):
-    """Copy url into the open file out; returns (md5, bytes), or DataError on any failure."""
-    digest, got = hashlib.md5(), 0
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            total = int(response.headers.get("Content-Length") or 0)
-            while chunk := response.read(1 << 16):
-                out.write(chunk)
-                digest.update(chunk)
-                got += len(chunk)
-                if progress:  # drawn by hand: keras.utils.Progbar would pull in TensorFlow
-                    bar = "#" * int(30 * got / total) if total else ""
-                    sys.stderr.write(f"\r{name} [{bar:<30}] {got / 1e6:7.1f} / "
-                                     f"{total / 1e6:.1f} MB")
-    except urllib.error.HTTPError as e:
-        raise DataError(f"{url} answered {e.code} {e.reason}; check the address or pass another "
-                        f"--mirror.") from None
-    except urllib.error.URLError as e:
-        raise DataError(f"could not reach {url} ({e.reason}); check the connection or pass "
-                        f"--mirror.") from None
-    except Exception as e:  # resets, timeouts and broken chunked transfers
-        raise DataError(f"the transfer from {url} broke off ({e}); "
-                        f"run the command again.") from None
-    finally:
-        if progress:
-            sys.stderr.write("\n")
-    if total and got != total:
-        raise DataError(f"the transfer from {url} stopped after {got:,} of {total:,} bytes; "
-                        f"run the command again.")
-    return digest.hexdigest(), got
-
-
-def _check_archive(path, folder):
-    """DataError unless every member of the tar.gz at path lands in folder/cifar-10-batches-py."""
-    try:
-        with tarfile.open(path, "r:gz") as tar:
-            members = tar.getmembers()
-            for member in members:
-                parts = Path(member.name).parts
-                if parts[:1] != (CIFAR_FOLDER,) or ".." in parts:
-                    raise tarfile.FilterError(member.name)
-                tarfile.data_filter(member, str(folder))  # the stdlib's checks, links included
-    except tarfile.FilterError as e:
-        raise DataError(f"the archive tries to write outside {folder / CIFAR_FOLDER} ({e}), so it "
-                        f"was not extracted; use another --mirror.") from None
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise DataError(f"the archive is not a readable tar.gz ({e}); "
-                        f"run the command again.") from None
-    if not members:
-        raise DataError("the archive is empty; use another --mirror.")
-
-
-def _extract(path, folder):
-    """Extract the CIFAR tarball so that folder/cifar-10-batches-py appears whole or not at all."""
-    _check_archive(path, folder)  # again: the archive may be older than this run
-    staging = Path(tempfile.mkdtemp(dir=folder, prefix=".extract-"))
-    try:
-        with tarfile.open(path, "r:gz") as tar:
-            tar.extractall(staging, filter="data")
-        shutil.rmtree(folder / CIFAR_FOLDER, ignore_errors=True)  # an incomplete earlier copy
-        os.replace(staging / CIFAR_FOLDER, folder / CIFAR_FOLDER)
-    except (tarfile.TarError, OSError) as e:
-        raise DataError(f"extracting {path} failed ({e}); free some disk space and "
-                        f"run again.") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def fetch(data_dir, remote, mirror=None, progress=False):
-    """Download one file into data_dir, verified; returns what happened, or DataError."""
-    folder, archive = Path(data_dir) / remote.folder, remote.name.endswith(".tar.gz")
-    target = folder / remote.name
-    batches = [_cifar_dir(data_dir) / name for name in CIFAR_TRAIN]
-    if archive and not target.exists() and all(path.is_file() for path in batches):
-        return "CIFAR-10 batches already present, not fetched"
-    if target.is_file() and _md5(target) == remote.md5:
-        status = "already present, checksum ok"
-    else:
-        url = (mirror.rstrip("/") + "/" if mirror else remote.base_url) + remote.name
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise DataError(f"cannot make {folder} ({e.strerror}); "
-                            f"choose another --data_dir.") from None
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{remote.name}.", suffix=".part")
-        try:  # the final name appears only once the checksum (and the archive check) pass
-            with os.fdopen(fd, "wb") as out:
-                md5, size = _stream(url, out, remote.name, progress)
-            if md5 != remote.md5:
-                raise DataError(f"the file from {url} has md5 {md5}, not the published "
-                                f"{remote.md5}, so it was discarded; run again or use "
-                                f"another --mirror.")
-            if archive:
-                _check_archive(tmp, folder)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        status = f"downloaded {size / 1e6:.1f} MB, checksum ok"
-    if archive and not all((folder / CIFAR_FOLDER / name).is_file() for name in CIFAR_TRAIN):
-        _extract(target, folder)
-        status += f", extracted to {folder / CIFAR_FOLDER}"
-    return status
-
-
-def download(data_dir, mirror=None, remotes=REMOTES, progress=False):
-    """Fetch every remote; returns [(file, DataError or None, message)], one entry per file."""
-    if mirror and not mirror.startswith(("http://", "https://", "file://")):
-        raise DataError(f"--mirror {mirror} must be an http://, https:// or file:// URL.")
-    report = []
-    for remote in remotes:
-        try:
-            outcome = None, fetch(data_dir, remote, mirror, progress)
-        except DataError as e:
-            outcome = e, str(e)
-        report.append((f"{remote.folder}/{remote.name}", *outcome))
-    return report
-
-
 # ---------------------------------------------------------------- command line
 
 def main(argv=None):
-    """Sample grid, benchmark or download; a user error ends as one line on stderr and exit 1."""
+    """Sample grid or benchmark; a data or file error ends as one line on stderr and exit 1."""
     parser = argparse.ArgumentParser(description="MNIST-on-CIFAR images and masks.")
     parser.add_argument("--data_dir", type=Path,
-                        help="holds mnist/ and cifar/ (default: data/ beside this script)")
+                        help="holds mnist/ and cifar/ (default: data/ beside this script, or "
+                             "the synthetic source while it holds no files)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="PNG for the sample grid")
     parser.add_argument("--source", choices=SOURCES, default="auto",
-                        help="auto: the real files if present, else synthetic")
+                        help="auto: the real files; synthetic only for an empty default folder")
     parser.add_argument("--canvas", type=int, default=32)
     parser.add_argument("--digits_per_image", type=int, default=1)
     parser.add_argument("--num_classes", type=int, choices=(2, 11), default=2,
                         help="2: background/digit; 11: also which digit")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bench", action="store_true", help="time sample(64) instead")
-    parser.add_argument("--download", action="store_true", help="fetch MNIST and CIFAR-10")
-    parser.add_argument("--mirror", help="with --download: fetch from URL/<file name>")
     args = parser.parse_args(argv)
-    if args.mirror and not args.download:
-        parser.error("--mirror only applies with --download")
-    data_dir = args.data_dir or DEFAULT_DATA_DIR
+    if args.data_dir is not None and args.source == "synthetic":
+        parser.error("--source synthetic draws no files, so --data_dir would be ignored; "
+                     "give one or the other")
     try:
-        if args.download:
-            report = download(data_dir, args.mirror, progress=sys.stderr.isatty())
-            for name, error, message in report:
-                print(f"{'error: ' if error else ''}{name}: {message}",
-                      file=sys.stderr if error else sys.stdout)
-            if any(error for _, error, _ in report):
-                return 1
-            print(f"data ready in {data_dir}; `python load_data.py` now uses it")
-            return 0
-        if args.data_dir is not None and not args.data_dir.is_dir():
-            raise DataError(f"--data_dir {args.data_dir} is not a folder; {GET_DATA}.")
         out = None if args.bench else _check_out(args.out)
-        gen = Datagen(data_dir, canvas=args.canvas, digits_per_image=args.digits_per_image,
+        gen = Datagen(args.data_dir, canvas=args.canvas, digits_per_image=args.digits_per_image,
                       num_classes=args.num_classes, seed=args.seed, source=args.source)
         print(f"data: {gen.describe()}")
         if args.bench:
@@ -750,6 +672,9 @@ def main(argv=None):
         return 0
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except files.FileError as e:
+        print(f"error: {e}.", file=sys.stderr)
         return 1
 
 

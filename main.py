@@ -688,7 +688,11 @@ def main(argv=None):
         print(f"error: {error}", file=sys.stderr)
         return 2
     except (load_data.DataError, files.FileError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        kept = ""
+        if isinstance(error, files.FileError) and cfg and cfg.checkpoint.is_file() and not (
+                cfg.evaluate or cfg.predict):
+            kept = f"; the last checkpoint is kept, and `{continue_command(cfg)}` continues"
+        print(f"error: {error}{kept}", file=sys.stderr)
         return 1
     except Interrupted as stop:
         done, saved = stop.args

@@ -1,18 +1,24 @@
-"""load_data.py --download against a real HTTP server on 127.0.0.1, with test checksums."""
+"""download.py against a real HTTP server on 127.0.0.1, with test sizes and checksums."""
 import hashlib
 import http.server
 import io
+import shutil
+import subprocess
+import sys
 import tarfile
 import threading
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-import load_data
-from load_data import Datagen, Remote
+import download
+from download import Remote
+from load_data import Datagen
 from test_load_data import T10K, shape_digits, write_cifar, write_idx
 
+SCRIPT = Path(download.__file__)
 MNIST_NAMES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 CIFAR_NAME = "cifar-10-python.tar.gz"
@@ -20,10 +26,14 @@ CIFAR_NAME = "cifar-10-python.tar.gz"
 
 @pytest.fixture
 def server(tmp_path):
-    """A loopback HTTP server for tmp_path/www; names in .cut are sent only half-way."""
+    """A loopback HTTP server for tmp_path/www.
+
+    Names in .cut are sent only half-way; names in .endless get no Content-Length and a body
+    that never ends (or, in .claims, a Content-Length of that many bytes and a short body).
+    """
     www = tmp_path / "www"
     www.mkdir()
-    state = SimpleNamespace(www=www, requests=[], cut=set())
+    state = SimpleNamespace(www=www, requests=[], cut=set(), endless=set(), claims={}, sent={})
 
     class Handler(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *args, **kwargs):
@@ -35,6 +45,15 @@ def server(tmp_path):
         def do_GET(self):
             state.requests.append(self.path)
             name = self.path.lstrip("/")
+            if name in state.endless:
+                return self.send_endless(name)
+            if name in state.claims:
+                self.send_response(200)
+                self.send_header("Content-Length", str(state.claims[name]))
+                self.end_headers()
+                self.wfile.write(b"x" * 1000)
+                self.close_connection = True
+                return None
             if name not in state.cut:
                 return super().do_GET()
             body = (www / name).read_bytes()
@@ -43,6 +62,20 @@ def server(tmp_path):
             self.end_headers()
             self.wfile.write(body[:len(body) // 2])  # then the connection closes
             self.close_connection = True
+            return None
+
+        def send_endless(self, name):
+            """Zeros until the client hangs up (or 200 MB, so a broken client cannot hang us)."""
+            self.send_response(200)
+            self.end_headers()
+            self.close_connection = True
+            state.sent[name] = 0
+            try:
+                while state.sent[name] < 200 << 20:
+                    self.wfile.write(bytes(1 << 16))
+                    state.sent[name] += 1 << 16
+            except OSError:  # the client stopped reading, as it should
+                pass
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -58,6 +91,12 @@ def md5(path):
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
+def remote_for(server, name, folder="mnist"):
+    """The Remote of a file the server holds, with its true size and md5."""
+    path = server.www / name
+    return Remote(folder, name, path.stat().st_size, md5(path), server.url)
+
+
 def serve_real_format(server, tmp_path):
     """Tiny MNIST gz files and a CIFAR tarball on the server; their remotes with test md5s."""
     for name, n in zip(MNIST_NAMES, (30, 30, 6, 6)):
@@ -69,8 +108,8 @@ def serve_real_format(server, tmp_path):
     write_cifar(tmp_path / "build", n=4, nested=True, test=3)
     with tarfile.open(server.www / CIFAR_NAME, "w:gz") as tar:
         tar.add(tmp_path / "build" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
-    return [Remote("cifar" if name == CIFAR_NAME else "mnist", name, md5(server.www / name),
-                   server.url) for name in MNIST_NAMES + (CIFAR_NAME,)]
+    return [remote_for(server, name, "cifar" if name == CIFAR_NAME else "mnist")
+            for name in MNIST_NAMES + (CIFAR_NAME,)]
 
 
 def leftovers(folder):
@@ -78,10 +117,24 @@ def leftovers(folder):
     return [p.name for p in folder.rglob(".*")] if folder.exists() else []
 
 
+def run_script(*args):
+    """Run download.py as a user would; returns the finished process."""
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True,
+                          text=True, timeout=120, cwd=SCRIPT.parent)
+
+
+def test_published_sizes_and_checksums():
+    assert {remote.name: remote.size for remote in download.REMOTES} == {
+        "train-images-idx3-ubyte.gz": 9912422, "train-labels-idx1-ubyte.gz": 28881,
+        "t10k-images-idx3-ubyte.gz": 1648877, "t10k-labels-idx1-ubyte.gz": 4542,
+        "cifar-10-python.tar.gz": 170498071}
+    assert all(len(remote.md5) == 32 for remote in download.REMOTES)
+
+
 def test_download_verifies_extracts_and_does_not_fetch_twice(server, tmp_path):
     remotes = serve_real_format(server, tmp_path)
     data = tmp_path / "data"
-    report = load_data.download(data, remotes=remotes)
+    report = download.download(data, remotes=remotes)
     assert [error for _, error, _ in report] == [None] * 5
     assert all("downloaded" in message and "checksum ok" in message for _, _, message in report)
     assert md5(data / "mnist" / MNIST_NAMES[0]) == remotes[0].md5
@@ -91,14 +144,14 @@ def test_download_verifies_extracts_and_does_not_fetch_twice(server, tmp_path):
     assert "(20 / 3 backgrounds)" in gen.describe()  # test_batch, not a held-out part
 
     fetched = len(server.requests)
-    report = load_data.download(data, remotes=remotes)
+    report = download.download(data, remotes=remotes)
     assert all(message == "already present, checksum ok" for _, _, message in report)
     assert len(server.requests) == fetched and leftovers(data) == []
 
 
 def test_progress_bar_on_stderr(server, tmp_path, capsys):
     remotes = serve_real_format(server, tmp_path)
-    load_data.download(tmp_path / "data", remotes=remotes[:1], progress=True)
+    download.download(tmp_path / "data", remotes=remotes[:1], progress=True)
     err = capsys.readouterr().err
     assert f"\r{MNIST_NAMES[0]} [{'#' * 30}]" in err and err.endswith("MB\n")
 
@@ -108,16 +161,40 @@ def test_corrupt_file_is_discarded_and_the_old_one_kept(server, tmp_path):
     target = tmp_path / "data" / "mnist" / "file.gz"
     target.parent.mkdir(parents=True)
     target.write_bytes(b"what was here before")
-    remote = Remote("mnist", "file.gz", hashlib.md5(b"the published file").hexdigest(), server.url)
-    [(name, error, message)] = load_data.download(tmp_path / "data", remotes=[remote])
+    remote = Remote("mnist", "file.gz", 100, hashlib.md5(b"the published file").hexdigest(),
+                    server.url)
+    [(name, error, message)] = download.download(tmp_path / "data", remotes=[remote])
     assert error and "not the published" in message and name == "mnist/file.gz"
     assert target.read_bytes() == b"what was here before" and leftovers(tmp_path / "data") == []
+
+
+def test_endless_transfer_stops_at_the_published_size(server, tmp_path):
+    # The server sends no Content-Length and never stops: only the published size ends it.
+    remote = Remote("mnist", "endless.gz", 100_000, "0" * 32, server.url)
+    server.endless.add(remote.name)
+    target = tmp_path / "data" / "mnist" / remote.name
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"what was here before")
+    [(_, error, message)] = download.download(tmp_path / "data", remotes=[remote])
+    assert message == (f"{server.url}endless.gz sends 131,072 bytes or more, but endless.gz is "
+                       f"published at 100,000, so the transfer was stopped; use another --mirror.")
+    assert server.sent[remote.name] < 50 << 20  # it hung up long before the server's own cap
+    assert target.read_bytes() == b"what was here before" and leftovers(tmp_path / "data") == []
+
+
+def test_content_length_beyond_the_published_size_is_refused_at_once(server, tmp_path):
+    remote = Remote("mnist", "big.gz", 4542, "0" * 32, server.url)
+    server.claims[remote.name] = 10**12
+    [(_, error, message)] = download.download(tmp_path / "data", remotes=[remote])
+    assert error and "sends 1,000,000,000,000 bytes or more" in message
+    assert "published at 4,542" in message
+    assert list((tmp_path / "data" / "mnist").iterdir()) == []
 
 
 def test_missing_file_fails_alone(server, tmp_path):
     remotes = serve_real_format(server, tmp_path)
     (server.www / MNIST_NAMES[2]).unlink()
-    report = load_data.download(tmp_path / "data", remotes=remotes)
+    report = download.download(tmp_path / "data", remotes=remotes)
     assert [error is None for _, error, _ in report] == [True, True, False, True, True]
     assert "answered 404" in report[2][2]
     assert not (tmp_path / "data" / "mnist" / MNIST_NAMES[2]).exists()
@@ -126,7 +203,7 @@ def test_missing_file_fails_alone(server, tmp_path):
 def test_interrupted_transfer_leaves_nothing(server, tmp_path):
     remotes = serve_real_format(server, tmp_path)
     server.cut.add(CIFAR_NAME)
-    [(_, error, message)] = load_data.download(tmp_path / "data", remotes=remotes[4:])
+    [(_, error, message)] = download.download(tmp_path / "data", remotes=remotes[4:])
     size = (server.www / CIFAR_NAME).stat().st_size
     assert error and f"stopped after {size // 2:,} of {size:,} bytes" in message
     assert list((tmp_path / "data" / "cifar").iterdir()) == []
@@ -151,8 +228,8 @@ def tar_with(member, target=None):
                                            ("cifar-10-batches-py/link", "../../../..")])
 def test_archive_escaping_the_data_folder_is_refused(server, tmp_path, member, target):
     (server.www / CIFAR_NAME).write_bytes(tar_with(member, target))
-    remote = Remote("cifar", CIFAR_NAME, md5(server.www / CIFAR_NAME), server.url)
-    [(_, error, message)] = load_data.download(tmp_path / "data", remotes=[remote])
+    [(_, error, message)] = download.download(tmp_path / "data",
+                                              remotes=[remote_for(server, CIFAR_NAME, "cifar")])
     assert error and "tries to write outside" in message and member in message
     assert list((tmp_path / "data" / "cifar").iterdir()) == []  # not even the archive is kept
     assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "data/escaped.txt").exists()
@@ -160,31 +237,94 @@ def test_archive_escaping_the_data_folder_is_refused(server, tmp_path, member, t
 
 def test_archive_that_is_not_a_tarball(server, tmp_path):
     (server.www / CIFAR_NAME).write_bytes(b"not a tarball at all")
-    remote = Remote("cifar", CIFAR_NAME, md5(server.www / CIFAR_NAME), server.url)
-    [(_, error, message)] = load_data.download(tmp_path / "data", remotes=[remote])
+    [(_, error, message)] = download.download(tmp_path / "data",
+                                              remotes=[remote_for(server, CIFAR_NAME, "cifar")])
     assert error and "not a readable tar.gz" in message
 
 
 def test_cifar_batches_already_present_are_not_fetched(server, tmp_path):
     write_cifar(tmp_path / "data" / "cifar")
-    remote = Remote("cifar", CIFAR_NAME, "0" * 32, server.url)
-    [(_, error, message)] = load_data.download(tmp_path / "data", remotes=[remote])
+    remote = Remote("cifar", CIFAR_NAME, 100, "0" * 32, server.url)
+    [(_, error, message)] = download.download(tmp_path / "data", remotes=[remote])
     assert error is None and "already present" in message and server.requests == []
 
 
-def test_cli_reports_one_line_per_failed_file(server, tmp_path, capsys):
-    code = load_data.main(["--download", "--data_dir", str(tmp_path / "data"),
-                           "--mirror", server.url.rstrip("/")])
-    err = capsys.readouterr().err.splitlines()
-    assert code == 1 and len(err) == 5 and "Traceback" not in "".join(err)
-    assert all(line.startswith("error: ") and "answered 404" in line for line in err)
+def test_a_file_where_the_data_folder_should_be(server, tmp_path):
+    (server.www / "file.gz").write_bytes(b"content")
+    (tmp_path / "data").write_bytes(b"a file the user keeps")
+    [(_, error, message)] = download.download(tmp_path / "data",
+                                              remotes=[remote_for(server, "file.gz")])
+    assert message == f"a part of {tmp_path / 'data' / 'mnist' / 'file.gz'} is a file, not a " \
+                      f"folder; choose another place."
+    assert (tmp_path / "data").read_bytes() == b"a file the user keeps"
+
+
+# ---------------------------------------------------------------- command line
+
+def test_cli_reports_one_line_per_failed_file(server, tmp_path):
+    done = run_script("--data_dir", tmp_path / "data", "--mirror", server.url.rstrip("/"))
+    err = done.stderr.splitlines()
+    assert done.returncode == 1 and done.stdout == "" and "Traceback" not in done.stderr
+    assert len(err) == 5 and all(line.startswith("error: ") and "answered 404" in line
+                                 for line in err)
     assert sorted(server.requests) == sorted(f"/{name}" for name in MNIST_NAMES + (CIFAR_NAME,))
 
 
-def test_cli_mirror_must_be_a_url(tmp_path, capsys):
-    assert load_data.main(["--download", "--data_dir", str(tmp_path), "--mirror", "ftp://x"]) == 1
-    assert capsys.readouterr().err == "error: --mirror ftp://x must be an http://, https:// or " \
-                                      "file:// URL.\n"
-    with pytest.raises(SystemExit) as done:
-        load_data.main(["--mirror", "http://127.0.0.1/"])
-    assert done.value.code == 2
+def test_cli_stops_a_transfer_beyond_the_published_size(server, tmp_path):
+    # t10k-labels is published at 4,542 bytes; this mirror would send 200 MB.
+    old = tmp_path / "data" / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"an earlier copy")
+    server.endless.add(old.name)
+    done = run_script("--data_dir", tmp_path / "data", "--mirror", server.url)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert (f"error: mnist/{old.name}: {server.url}{old.name} sends 65,536 bytes or more, but "
+            f"{old.name} is published at 4,542, so the transfer was stopped; use another "
+            f"--mirror.\n") in done.stderr
+    assert old.read_bytes() == b"an earlier copy" and leftovers(tmp_path / "data") == []
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--mirror", "ftp://x"], "--mirror ftp://x must be an http://, https:// or file:// URL."),
+    (["--mirror"], "argument --mirror: expected one argument"),
+    (["--download"], "unrecognized arguments: --download"),
+])
+def test_cli_usage_errors_exit_2_and_write_nothing(tmp_path, args, expected):
+    done = run_script("--data_dir", tmp_path / "data", *args)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and done.stdout == ""
+    assert done.stderr.splitlines()[-1] == f"download.py: error: {expected}"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_data_no_longer_downloads():
+    done = subprocess.run([sys.executable, str(SCRIPT.parent / "load_data.py"), "--download"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "unrecognized arguments: --download" in done.stderr
+
+
+def namespaces_work():
+    """True if this machine lets an unprivileged user mount a tmpfs in its own namespace."""
+    if not shutil.which("unshare"):
+        return False
+    probe = subprocess.run(["unshare", "-r", "-m", "sh", "-c", "mount -t tmpfs none /mnt"],
+                           capture_output=True, timeout=30)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not namespaces_work(), reason="needs unshare and a private tmpfs mount")
+def test_cli_full_disk_is_one_sentence_and_keeps_the_old_file(server, tmp_path):
+    # A real full disk: a 256 kB tmpfs, private to the command, and a 1 MB file to fetch.
+    name = MNIST_NAMES[0]
+    (server.www / name).write_bytes(np.random.default_rng(0).bytes(1 << 20))
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = (f'mount -t tmpfs -o size=256k none "$1" && mkdir "$1/mnist" && '
+              f'printf "an earlier copy" > "$1/mnist/{name}" && '
+              f'"{sys.executable}" download.py --data_dir "$1" --mirror "$2"; '
+              f'echo "exit $?"; ls -A "$1/mnist"; cat "$1/mnist/{name}"')
+    done = subprocess.run(["unshare", "-r", "-m", "sh", "-c", script, "sh", str(disk), server.url],
+                          capture_output=True, text=True, timeout=120, cwd=SCRIPT.parent)
+    assert "Traceback" not in done.stderr
+    assert f"error: mnist/{name}: the disk holding {disk / 'mnist' / name} is full; free some " \
+           f"space and run again.\n" in done.stderr
+    assert done.stdout == f"exit 1\n{name}\nan earlier copy"  # nothing lost, nothing left

@@ -5,6 +5,7 @@ import pickle
 import struct
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -303,7 +304,7 @@ def test_a_folder_of_only_the_test_files_scores_but_does_not_train(tmp_path, nes
     assert set(shapes) == set(T10K + np.arange(6)) and set(records) == set(range(4))
     for step in (None, 0):
         with pytest.raises(DataError, match="holds only the test files.*data_batch_1..5; run "
-                                            "`python load_data.py --download`") as error:
+                                            "`python download.py --data_dir") as error:
             gen.sample(4, "train", step)
         assert str(error.value).endswith(".") and "\n" not in str(error.value)
 
@@ -321,9 +322,34 @@ def test_a_broken_folder_of_test_files_gives_one_clear_sentence(tmp_path, breaka
         Datagen(tmp_path)
 
 
-def test_synthetic_source_when_no_real_files(tmp_path):
-    gen = Datagen(tmp_path / "empty", num_classes=11, digits_per_image=2)
-    assert gen.source == "synthetic" and "--download" in gen.describe()
+def test_synthetic_stand_in_only_for_an_empty_default_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(load_data, "DEFAULT_DATA_DIR", tmp_path / "data")
+    gen = Datagen(num_classes=11, digits_per_image=2)
+    assert gen.source == "synthetic" and "`python download.py` gets them" in gen.describe()
+    assert str(tmp_path / "data") in gen.describe()
+    tiny_data(tmp_path / "data")
+    assert Datagen().source == "real"  # the same call, once the files are there
+
+
+@pytest.mark.parametrize("folder,state", [("missing", "does not exist"),
+                                          ("empty", "holds no MNIST or CIFAR-10 files"),
+                                          ("only_meta", "holds no MNIST or CIFAR-10 files")])
+@pytest.mark.parametrize("source", ["auto", "real"])
+def test_a_folder_named_explicitly_must_hold_the_real_files(tmp_path, folder, state, source):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "only_meta" / "cifar").mkdir(parents=True)
+    (tmp_path / "only_meta" / "cifar" / "batches.meta").write_bytes(b"label names")
+    with pytest.raises(DataError) as error:
+        Datagen(tmp_path / folder, source=source)
+    assert str(error.value) == (
+        f"the data folder {tmp_path / folder} {state}; run `python download.py --data_dir "
+        f"{tmp_path / folder}` or put the MNIST files in {tmp_path / folder / 'mnist'} and the "
+        f"CIFAR-10 batches in {tmp_path / folder / 'cifar'}.")
+
+
+def test_synthetic_source_when_asked(tmp_path):
+    gen = Datagen(tmp_path / "missing", num_classes=11, digits_per_image=2, source="synthetic")
+    assert gen.source == "synthetic" and "(as asked)" in gen.describe()
     check_against_loop(gen, batch=16, split="test")
     images, masks = gen.sample(64)
     assert -1 <= images.min() and images.max() <= 1
@@ -413,6 +439,111 @@ def test_bad_files_give_one_clear_sentence(tmp_path, name):
     assert message.endswith(".") and "\n" not in message and ";" in message  # what, then what to do
 
 
+def peak_memory(call):
+    """(the exception call raised, peak bytes Python and numpy allocated while it ran)."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError) as error:
+            call()
+        return error.value, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("ext", ["", ".gz"])
+def test_mnist_header_claiming_more_than_the_file_holds_allocates_nothing(tmp_path, ext):
+    # A 76-byte images file claiming 500,000 images once made python-mnist allocate 3 GB.
+    root = tiny_data(tmp_path, n=0)
+    write_idx(root / f"mnist/train-labels-idx1-ubyte{ext}", np.arange(500_000) % 10, 2049)
+    images = root / f"mnist/train-images-idx3-ubyte{ext}"
+    with (gzip.open if ext else open)(images, "wb") as f:
+        f.write(struct.pack(">IIII", 2051, 500_000, 28, 28) + bytes(60))
+    error, peak = peak_memory(lambda: load_data.load_real(root))
+    assert str(error) == (f"{images} should hold 392,000,016 bytes for the 500,000 images its "
+                          f"header claims, but it is truncated; replace it with a good copy "
+                          f"(`python download.py`).")
+    assert peak < 20e6
+
+
+def test_gzip_longer_than_its_header_is_refused_early(tmp_path):
+    root = tiny_data(tmp_path, n=40)
+    images = root / MNIST_IMAGES
+    with gzip.open(images, "wb") as f:  # 40 images as claimed, then 200 MB of zeros
+        f.write(struct.pack(">IIII", 2051, 40, 28, 28) + shape_digits(40).tobytes())
+        for _ in range(200):
+            f.write(bytes(1 << 20))
+    error, peak = peak_memory(lambda: load_data.load_real(root))
+    assert str(error) == (f"{images} should hold 31,376 bytes for the 40 images its header "
+                          f"claims, but it is longer than that; replace it with a good copy "
+                          f"(`python download.py`).")
+    assert peak < 20e6
+
+
+def p2(value):
+    """The protocol-2 opcodes that push value, to splice into a hand-built pickle."""
+    return pickle.dumps(value, protocol=2)[2:-1]
+
+
+RECONSTRUCT = b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n"
+UINT8 = b"cnumpy\ndtype\n" + p2(("u1", False, True)) + b"R"
+
+
+def hostile_batch(array_ops, labels=1):
+    """Pickle bytes of {b"data": <what array_ops build>, b"labels": [0] * labels}."""
+    return b"\x80\x02}(" + p2(b"data") + array_ops + p2(b"labels") + p2([0] * labels) + b"u."
+
+
+def reconstruct(shape, state_shape=None, data=b"short", dtype=UINT8):
+    """Opcodes for _reconstruct(ndarray, shape, b"b"), then (state_shape) its __setstate__."""
+    ops = RECONSTRUCT + p2(shape) + p2(b"b") + b"\x87R"
+    if state_shape is not None:
+        ops += b"(" + p2(1) + p2(state_shape) + dtype + p2(False) + p2(data) + b"tb"
+    return ops
+
+
+HOSTILE_ARRAYS = {
+    "reconstruct asks for 10**12": (reconstruct((10**12,), (10**12,)),
+                                    "asks for an array of 1,000,000,000,000 values, more than "
+                                    "the 10,000 x 3072 of a CIFAR-10 batch, so it was not loaded"),
+    "reconstruct asks for 1 GB": (reconstruct((10**9,)), "asks for an array of 1,000,000,000"),
+    "ndarray asks for 10**11": (b"cnumpy\nndarray\n" + p2(((10**11,),)) + b"R",
+                                "asks for an array of 100,000,000,000 values"),
+    "setstate asks for 2 GB": (reconstruct((0,), (2 * 10**9,)),
+                               "is not a readable CIFAR-10 batch (ValueError)"),
+    "setstate asks for a huge subarray": (
+        reconstruct((0,), (5, 3072), b"x" * 15360, b"cnumpy\ndtype\n" + p2(("u1", False, False))
+                    + b"R" + p2((3, "|", (np.dtype("u1"), (10**9,)), None, None, -1, -1, 0))
+                    + b"b"), "does not hold N x 3072 uint8 images with N labels"),
+    "object dtype": (reconstruct((0,), (1,), b"", b"cnumpy\ndtype\n" + p2(("O", False, True))
+                                 + b"R"), "asks for the array type 'O'"),
+    "hex codec": (b"c_codecs\nencode\n" + p2(("00", "hex")) + b"R", "asks to encode with 'hex'"),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE_ARRAYS)
+def test_hostile_array_pickles_allocate_nothing(tmp_path, name):
+    array_ops, expected = HOSTILE_ARRAYS[name]
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(hostile_batch(array_ops, labels=5))
+    error, peak = peak_memory(lambda: load_data.read_cifar_batch(path))
+    assert str(error).startswith(f"{path} ") and expected in str(error)
+    assert str(error).endswith("; delete it and download CIFAR-10 again (`python download.py`).")
+    assert peak < 20e6 and np.dtype("u1").shape == ()  # numpy's own uint8 left alone
+
+
+def test_cifar_batch_beyond_10000_images_is_refused(tmp_path):
+    images = np.zeros((10_001, 32, 32, 3), np.uint8)
+    (tmp_path / "b").write_bytes(pickle.dumps(cifar_batch(images), protocol=4))
+    with pytest.raises(DataError, match="holds 10,001 images, more than the 10,000 of a "
+                                        "CIFAR-10 batch; delete it"):
+        load_data.read_cifar_batch(tmp_path / "b")
+    with open(tmp_path / "huge", "wb") as f:  # sparse: 64 MB on paper, nothing on disk
+        f.truncate(load_data.CIFAR_FILE_LIMIT + 1)
+    error, peak = peak_memory(lambda: load_data.read_cifar_batch(tmp_path / "huge"))
+    assert "holds 67,108,865 bytes, more than any CIFAR-10 batch, so it was not loaded" in str(
+        error) and peak < 1e6
+
+
 @pytest.mark.parametrize("kwargs,expected", [
     ({"digit_size": 40}, "does not fit"),
     ({"canvas": 0}, "canvas must be a whole number"),
@@ -464,11 +595,18 @@ def test_cli_on_real_data(real_data_dir, tmp_path, capsys):
     assert "real MNIST" in capsys.readouterr().out
 
 
-def test_cli_missing_folder_is_one_line_and_exit_1(tmp_path):
-    done = run_script("--data_dir", tmp_path / "nowhere", "--out", tmp_path / "x.png")
-    assert done.returncode == 1 and done.stdout == ""
-    assert done.stderr.startswith("error: --data_dir") and done.stderr.count("\n") == 1
-    assert "Traceback" not in done.stderr and not (tmp_path / "x.png").exists()
+@pytest.mark.parametrize("folder,state", [("nowhere", "does not exist"),
+                                          ("empty", "holds no MNIST or CIFAR-10 files")])
+def test_cli_folder_without_data_is_one_line_and_exit_1(tmp_path, folder, state):
+    (tmp_path / "empty").mkdir()
+    good = tmp_path / "x.png"
+    good.write_bytes(b"a good picture")
+    done = run_script("--data_dir", tmp_path / folder, "--out", good)
+    assert done.returncode == 1 and done.stdout == "" and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"error: the data folder {tmp_path / folder} {state}; run "
+                                  f"`python download.py --data_dir {tmp_path / folder}`")
+    assert done.stderr.count("\n") == 1 and good.read_bytes() == b"a good picture"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "x.png"]
 
 
 def test_cli_hostile_data_never_overwrites_a_good_picture(tmp_path):
@@ -497,11 +635,21 @@ def test_cli_flag_errors_exit_2(capsys):
     assert done.value.code == 2 and "invalid int value" in capsys.readouterr().err
 
 
-def test_cli_synthetic_when_the_folder_is_empty(tmp_path, capsys):
-    (tmp_path / "empty").mkdir()
-    assert load_data.main(["--data_dir", str(tmp_path / "empty"),
-                           "--out", str(tmp_path / "s.png")]) == 0
-    assert "synthetic" in capsys.readouterr().out and (tmp_path / "s.png").is_file()
+def test_cli_synthetic_when_asked(tmp_path, capsys):
+    assert load_data.main(["--source", "synthetic", "--out", str(tmp_path / "s.png")]) == 0
+    assert "(as asked)" in capsys.readouterr().out and (tmp_path / "s.png").is_file()
+    with pytest.raises(SystemExit) as done:  # a folder it would ignore is a usage error
+        load_data.main(["--data_dir", str(tmp_path), "--source", "synthetic"])
+    assert done.value.code == 2 and "--data_dir would be ignored" in capsys.readouterr().err
+
+
+def test_cli_unwritable_out_is_one_sentence_and_keeps_nothing(tmp_path):
+    (tmp_path / "file").write_bytes(b"a file, not a folder")
+    out = tmp_path / "file" / "pictures" / "grid.png"
+    done = run_script("--source", "synthetic", "--out", out)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr == f"error: a part of {out} is a file, not a folder; choose another place.\n"
+    assert (tmp_path / "file").read_bytes() == b"a file, not a folder"
 
 
 def test_benchmark_reports_a_rate_per_repeat(tmp_path):
@@ -517,7 +665,8 @@ def test_import_is_quiet_and_free_of_tensorflow():
 
 
 def test_rows_render_one_share_of_the_same_batch(tmp_path):
-    gen = load_data.Datagen(tmp_path, canvas=24, digits_per_image=2, num_classes=11, seed=3)
+    gen = load_data.Datagen(canvas=24, digits_per_image=2, num_classes=11, seed=3,
+                            source="synthetic")
     images, masks = gen.sample(8, step=5)
     share = gen.sample(8, step=5, rows=slice(2, 6))
     np.testing.assert_array_equal(share[0], images[2:6])

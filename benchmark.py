@@ -13,7 +13,6 @@ alike; it reports the median. It writes im/layer_speed.md and im/layer_speed.png
 import argparse
 import csv
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -25,7 +24,9 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 
+import files
 import model
+import plots
 from model import keras, tf
 
 HERE = Path(__file__).resolve().parent
@@ -118,11 +119,8 @@ def markdown(rows, names, command):
 
 def plot(rows, names, path):
     """Time against pixel count, one panel per batch size, log-log."""
-    import matplotlib
     import matplotlib.ticker
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = plots.pyplot()
     batches = sorted({b for _, b in rows})
     fig, axes = plt.subplots(1, len(batches), figsize=(5.5 * len(batches), 4.2), squeeze=False)
     for ax, batch in zip(axes[0], batches):
@@ -142,8 +140,7 @@ def plot(rows, names, path):
     axes[0][0].legend(fontsize=8)
     fig.suptitle(f"Graph convolution vs depthwise+1x1 convolution, {CHANNELS} channels")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plots.save(fig, path)
 
 
 def run_layers(args):
@@ -162,7 +159,7 @@ def run_layers(args):
     names = list(next(iter(rows.values())))
     table = markdown(rows, names, command)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "layer_speed.md").write_text(table)
+    files.write_text(args.out_dir / "layer_speed.md", table)
     plot(rows, names, args.out_dir / "layer_speed.png")
     print("\n" + table)
     print(f"wrote {args.out_dir / 'layer_speed.md'} and {args.out_dir / 'layer_speed.png'}")
@@ -183,11 +180,12 @@ def run_compare(args):
     summary = summarise(results, args)
     table = compare_markdown(summary, args)
     print(table)
-    (out / "comparison.md").write_text(table + "\n")
+    files.write_text(out / "comparison.md", table + "\n")
     plot_comparison(summary, out / "comparison.png")
     for name in args.models:  # the first seed's pictures stand for the model
-        shutil.copy(out / "compare" / f"{name}_seed{args.seeds[0]}" / f"samples_{name}.png",
-                    out / f"samples_{name}.png")
+        with files.atomic_write(out / f"samples_{name}.png") as tmp:
+            shutil.copyfile(out / "compare" / f"{name}_seed{args.seeds[0]}" /
+                            f"samples_{name}.png", tmp)
     print(f"wrote {out / 'comparison.md'}, {out / 'comparison.png'} and samples_*.png")
 
 
@@ -198,11 +196,11 @@ def train_once(name, seed, folder, args):
                "--data_dir", args.data_dir, "--out_dir", str(folder)]
     folder.mkdir(parents=True, exist_ok=True)
     # An interrupted comparison picks up where it stopped: finished runs are kept
-    # (delete im/compare to start afresh).
+    # (delete im/compare to start afresh); a run made with other settings is replaced.
     if not same_run(folder, args):
-        with open(folder / "output.txt", "w") as log:
-            done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
-                                  env={**os.environ, "CI": "true"})  # plain progress lines
+        with open(folder / "output.txt", "w") as log:  # not a tty: plain progress lines
+            done = subprocess.run(command + ["--overwrite"], stdout=log,
+                                  stderr=subprocess.STDOUT)
         if done.returncode:
             sys.exit(f"error: {name} seed {seed} failed; see {folder / 'output.txt'}")
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -221,7 +219,8 @@ def same_run(folder, args):
     except (OSError, ValueError):
         return False
     return ((folder / "metrics.json").is_file() and config["steps"] == args.steps
-            and config["eval_every"] == args.eval_every and config["data_dir"] == args.data_dir)
+            and config["eval_every"] == args.eval_every
+            and config["data_dir"] == str(Path(args.data_dir).resolve()))
 
 
 def summarise(results, args):
@@ -272,7 +271,7 @@ def compare_markdown(summary, args):
 
 def plot_comparison(summary, path):
     """Foreground IoU against parameters and against training time, seeds as error bars."""
-    plt = _pyplot()
+    plt = plots.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for name, s in summary.items():
         mean = statistics.mean(s["fg_iou"])
@@ -289,30 +288,19 @@ def plot_comparison(summary, path):
     fig.suptitle("CNNs and graph convolutions, same data, budget and seeds "
                  "(bars: min to max over seeds)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plots.save(fig, path)
 
 
 def run_plots(args):
     """The three teaching pictures: eigenvectors, Chebyshev responses, receptive fields."""
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    plt = _pyplot()
     for path, draw in ((out / "laplacian_eigenvectors.png", plot_eigenvectors),
                        (out / "chebyshev_response.png",
                         lambda: plot_chebyshev(args.checkpoint)),
                        (out / "receptive_field.png", plot_receptive_field)):
-        fig = draw()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        plots.save(draw(), path)
         print(f"wrote {path}")
-
-
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
 
 
 def plot_eigenvectors(side=32, count=16):
@@ -321,7 +309,7 @@ def plot_eigenvectors(side=32, count=16):
     # Shift-invert around a point just below 0 finds the smallest eigenvalues fast.
     values, vectors = scipy.sparse.linalg.eigsh(laplacian.tocsc(), k=count, sigma=-1e-3)
     order = np.argsort(values)
-    fig, axes = _pyplot().subplots(2, count // 2, figsize=(count * 0.9, 4.2))
+    fig, axes = plots.pyplot().subplots(2, count // 2, figsize=(count * 0.9, 4.2))
     for ax, i in zip(axes.ravel(), order):
         v = vectors[:, i].reshape(side, side)
         limit = np.abs(v).max()
@@ -339,10 +327,10 @@ def plot_chebyshev(checkpoint):
     lam = np.linspace(0, 2, 400)
     x = lam - 1  # rescaled Laplacian eigenvalues, lmax = 2
     basis = [np.ones_like(x), x]
-    fig, ax = _pyplot().subplots(figsize=(7, 4.2))
+    fig, ax = plots.pyplot().subplots(figsize=(7, 4.2))
     layers = []
     if checkpoint and Path(checkpoint).is_file():
-        trained = keras.saving.load_model(checkpoint, compile=False)  # only the weights matter
+        trained = keras.saving.load_model(checkpoint)
         layers = [l for l in trained.layers if isinstance(l, model.ChebConv)]
     if layers:
         kernel = layers[0].kernel.numpy()                             # (K, C, units)
@@ -379,7 +367,7 @@ def plot_receptive_field(side=33, depths=(1, 2, 4, 8)):
     impulse[(side // 2) * side + side // 2] = 1.0
     gcn = model.gcn_propagation(side, side)                           # Â, 4-connected
     box = model.grid_adjacency(side, side, connectivity=8) + scipy.sparse.identity(side * side)
-    fig, axes = _pyplot().subplots(2, len(depths) + 1, figsize=(3 * (len(depths) + 1), 6.2))
+    fig, axes = plots.pyplot().subplots(2, len(depths) + 1, figsize=(3 * (len(depths) + 1), 6.2))
     reach = {"GCN (Â, 4-neighbours)": [], "3x3 convolution": []}
     for row, (label, step) in enumerate(zip(reach, (gcn, box / 9.0))):
         field = impulse
@@ -446,11 +434,11 @@ def main(argv=None):
     compare.add_argument("--data_dir", default="data")
     compare.add_argument("--out_dir", type=Path, default=Path("im"))
     compare.set_defaults(run=run_compare)
-    plots = commands.add_parser("plots", help="the teaching pictures")
-    plots.add_argument("--checkpoint", default="im/compare/cheb_seed0/model.keras",
-                       help="a trained cheb model whose filters to draw (examples if absent)")
-    plots.add_argument("--out_dir", type=Path, default=Path("im"))
-    plots.set_defaults(run=run_plots)
+    teaching = commands.add_parser("plots", help="the teaching pictures")
+    teaching.add_argument("--checkpoint", default="im/compare/cheb_seed0/model.keras",
+                          help="a trained cheb model whose filters to draw (examples if absent)")
+    teaching.add_argument("--out_dir", type=Path, default=Path("im"))
+    teaching.set_defaults(run=run_plots)
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
     args.run(args)

@@ -1,5 +1,6 @@
 """benchmark.py: the teaching pictures, and which finished comparison runs are reused."""
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import benchmark
@@ -14,8 +15,8 @@ def test_plots_writes_the_three_pictures(tmp_path):
 def test_compare_reuses_only_a_finished_run_with_the_same_settings(tmp_path):
     args = SimpleNamespace(steps=500, eval_every=50, data_dir="data")
     assert not benchmark.same_run(tmp_path, args)                      # nothing there
-    (tmp_path / "config.json").write_text(json.dumps(
-        {"steps": 500, "eval_every": 50, "data_dir": "data"}))
+    (tmp_path / "config.json").write_text(json.dumps(  # a run records its folder resolved
+        {"steps": 500, "eval_every": 50, "data_dir": str(Path("data").resolve())}))
     assert not benchmark.same_run(tmp_path, args)                      # no metrics yet
     (tmp_path / "metrics.json").write_text("{}")
     assert benchmark.same_run(tmp_path, args)

@@ -193,7 +193,7 @@ def train_once(name, seed, folder, args):
     """One main.py run in its own process, so its peak memory is its own; reused if done."""
     command = [sys.executable, str(HERE / "main.py"), "--model", name, "--seed", str(seed),
                "--steps", str(args.steps), "--eval_every", str(args.eval_every),
-               "--data_dir", args.data_dir, "--out_dir", str(folder)]
+               "--out_dir", str(folder), *(["--data_dir", args.data_dir] if args.data_dir else [])]
     folder.mkdir(parents=True, exist_ok=True)
     # An interrupted comparison picks up where it stopped: finished runs are kept
     # (delete im/compare to start afresh); a run made with other settings is replaced.
@@ -220,7 +220,7 @@ def same_run(folder, args):
         return False
     return ((folder / "metrics.json").is_file() and config["steps"] == args.steps
             and config["eval_every"] == args.eval_every
-            and config["data_dir"] == str(Path(args.data_dir).resolve()))
+            and (not args.data_dir or config["data_dir"] == str(Path(args.data_dir).resolve())))
 
 
 def summarise(results, args):
@@ -431,7 +431,8 @@ def main(argv=None):
     compare.add_argument("--steps", type=int, default=500)
     compare.add_argument("--eval_every", type=int, default=50, help="curve points, for time "
                          f"to foreground IoU {TARGET_IOU}")
-    compare.add_argument("--data_dir", default="data")
+    compare.add_argument("--data_dir", default="",
+                         help="MNIST/CIFAR-10 folder (default: main.py's own default)")
     compare.add_argument("--out_dir", type=Path, default=Path("im"))
     compare.set_defaults(run=run_compare)
     teaching = commands.add_parser("plots", help="the teaching pictures")

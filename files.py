@@ -16,7 +16,7 @@ def describe_os_error(error, path):
         return f"the disk holding {path} is full; free some space and run again"
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"{path} cannot be written (permission denied or read-only); choose another place"
-    if error.errno == errno.ENOTDIR:
+    if error.errno in (errno.ENOTDIR, errno.EEXIST):  # EEXIST: mkdir met a file of that name
         return f"a part of {path} is a file, not a folder; choose another place"
     if error.errno == errno.EISDIR:
         return f"{path} is a folder; name a file instead"

@@ -153,6 +153,14 @@ def check_config(cfg):
     if cfg.data_dir and cfg.source == "synthetic":
         raise UsageError("--source synthetic draws no files, so --data_dir would be ignored; "
                          "give one or the other")
+    if not str(cfg.out_dir).strip():
+        raise UsageError("--out_dir is empty; name the folder for the run")
+    if cfg.sample_rows > 64:
+        raise UsageError(f"--sample_rows {cfg.sample_rows} would draw a picture too tall to "
+                         f"look at; choose at most 64")
+    if cfg.cpu_devices > 64:
+        raise UsageError(f"--cpu_devices {cfg.cpu_devices} is more logical devices than "
+                         f"is useful; choose at most 64")
     cfg.out_dir = Path(cfg.out_dir)
     cfg.checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else cfg.out_dir / "model.keras"
     if cfg.out_dir.exists() and not cfg.out_dir.is_dir():
@@ -257,7 +265,12 @@ def adopt_saved_settings(cfg, saved, mode):
     for name in names:
         if name not in saved:
             continue
-        value = type(HYPERPARAMETERS[name])(saved[name])
+        try:
+            value = type(HYPERPARAMETERS[name])(saved[name])
+        except (TypeError, ValueError):
+            raise load_data.DataError(f"the run's config.json holds {saved[name]!r} for "
+                                      f"{name}, not a {type(HYPERPARAMETERS[name]).__name__}; "
+                                      f"restore the file") from None
         if name not in cfg.given:
             setattr(cfg, name, value)
         elif getattr(cfg, name) != value and mode == "evaluate":
@@ -498,6 +511,9 @@ def run_training(cfg):
                 "train it further with --resume --steps N")
         raise UsageError(f"{cfg.out_dir} holds a {state} run; {what}, replace it with "
                          f"--overwrite, or choose another --out_dir")
+    if cfg.checkpoint.exists() and not (cfg.resume or cfg.overwrite):
+        raise UsageError(f"{cfg.checkpoint} already holds a model; continue it with --resume, "
+                         f"replace it with --overwrite, or choose another --checkpoint")
     if cfg.resume:
         saved = saved_config(cfg.checkpoint) or {}
         adopt_saved_settings(cfg, saved, "resume")
@@ -506,6 +522,10 @@ def run_training(cfg):
                              f"pass a larger --steps to train it further")
     settings = settings_of(cfg)
     print("config: " + " ".join(f"{k}={v}" for k, v in settings.items()))
+    # The data is found before the folder is touched: a wrong --data_dir leaves no
+    # run folder behind, and an --overwrite with one deletes nothing.
+    datagen = make_datagen(cfg)
+    print(f"data: {datagen.describe()}")
     strategy, cfg.chief = distributed.make_strategy(cfg.strategy, cfg.cpu_devices,
                                                     cfg.worker_timeout)
     if cfg.batch_size % strategy.num_replicas_in_sync:
@@ -513,15 +533,14 @@ def run_training(cfg):
                          f"{strategy.num_replicas_in_sync} replicas")
     # Only the chief writes, so only the chief holds the folder (a worker may share it).
     with files.FolderLock(cfg.out_dir) if cfg.chief else contextlib.nullcontext():
-        if cfg.overwrite:
-            for name in RUN_FILES:
-                (cfg.out_dir / name).unlink(missing_ok=True)
-        return _train_and_score(cfg, strategy, settings, finished=state == "finished")
+        if cfg.overwrite:  # the old run's scores go with it: they describe another model
+            for path in [cfg.checkpoint, *map(cfg.out_dir.joinpath, RUN_FILES),
+                         *cfg.out_dir.glob("eval_*.json")]:
+                path.unlink(missing_ok=True)
+        return _train_and_score(cfg, strategy, datagen, settings, finished=state == "finished")
 
 
-def _train_and_score(cfg, strategy, settings, finished):
-    datagen = make_datagen(cfg)
-    print(f"data: {datagen.describe()}")
+def _train_and_score(cfg, strategy, datagen, settings, finished):
     if cfg.chief:  # the run describes itself: the data as resolved, not only as asked
         write_json({**settings, "source": datagen.source,
                     "data_dir": str(datagen.data_dir.resolve()) if datagen.source == "real"
@@ -705,8 +724,10 @@ def main(argv=None):
         if training and cfg.checkpoint.is_file():
             print(f"\ninterrupted; the checkpoint is kept; continue with: "
                   f"{continue_command(cfg)}", file=sys.stderr)
-        else:
+        elif training:
             print("\ninterrupted before any training step was saved", file=sys.stderr)
+        else:
+            print("\ninterrupted; nothing was written", file=sys.stderr)
         return 130
     return 0
 

@@ -489,5 +489,6 @@ if __name__ == "__main__":
         for model_name in sys.argv[1:]:
             build_model(model_name).summary()
     except ValueError as error:
-        sys.exit(str(error))
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     print(parameter_table())

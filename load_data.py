@@ -594,32 +594,10 @@ def _check_out(path):
 
 
 def save_grid(gen, path, rows=4, cols=4):
-    """A rows x cols grid of (input, mask) pairs; path is replaced only by a complete PNG.
-
-    An unwritable path raises files.FileError.
-    """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
+    """A rows x cols grid of (input, mask) pairs from gen; an unwritable path raises FileError."""
+    import plots
     images, masks = gen.sample(rows * cols)
-    colours = matplotlib.colors.ListedColormap(  # background black; digit white or by class
-        ["black", *(plt.cm.tab10.colors if gen.num_classes == 11 else ["white"] * 10)])
-    fig, axes = plt.subplots(rows, 2 * cols, figsize=(2.2 * cols, 1.2 * rows + 0.4))
-    for ax, image, mask in zip(axes.reshape(-1, 2), images, masks):
-        ax[0].imshow(denormalize(image), interpolation="nearest")
-        ax[1].imshow(mask, cmap=colours, vmin=0, vmax=10, interpolation="nearest")
-    for ax, title in zip(axes[0], ["input", "mask"] * cols):
-        ax.set_title(title, fontsize=8)
-    for ax in axes.flat:
-        ax.axis("off")
-    fig.suptitle(gen.describe(), fontsize=7, wrap=True)
-    try:
-        with files.atomic_write(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    finally:
-        plt.close(fig)
+    plots.input_grid(denormalize(images), masks, gen.num_classes, gen.describe(), path, cols)
 
 
 def benchmark(gen, batch_size=64, batches=500, repeats=7):

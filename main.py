@@ -569,9 +569,7 @@ def _train_and_score(cfg, strategy, datagen, settings, finished):
                                  f"{name} learning curves",
                                  cfg.out_dir / f"learning_curves_{name}.png"):
         print("note: the log has no finished interval, so there are no learning curves")
-    images, masks = datagen.sample(16, split="train", step=0)
-    plots.input_grid(load_data.denormalize(images), masks, cfg.num_classes, datagen.describe(),
-                     cfg.out_dir / "input_data.png")
+    load_data.save_grid(datagen, cfg.out_dir / "input_data.png")
     write_json(metrics, cfg.out_dir / "metrics.json")  # last: it marks the run finished
     print(f"test set ({metrics['n_images']} images): foreground IoU {metrics['fg_iou']:.4f}, "
           f"mean IoU {metrics['miou']:.4f}, Dice {metrics['dice']:.4f}, "

@@ -280,7 +280,8 @@ def load_real(data_dir):
     data_dir, mnist_dir = Path(data_dir), Path(data_dir) / "mnist"
     cifar_dir = cifar_folder(data_dir)
     if not data_dir.is_dir():
-        raise DataError(f"the data folder {data_dir} does not exist; {_get_data(data_dir)}.")
+        what = "is a file, not a folder" if data_dir.exists() else "does not exist"
+        raise DataError(f"the data folder {data_dir} {what}; {_get_data(data_dir)}.")
     train, test = ((_find_idx(mnist_dir, f"{stem}-images", "idx3"),
                     _find_idx(mnist_dir, f"{stem}-labels", "idx1")) for stem in ("train", "t10k"))
     if test.count(None) == 1:

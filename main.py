@@ -269,7 +269,7 @@ def adopt_saved_settings(cfg, saved, mode):
             value = type(HYPERPARAMETERS[name])(saved[name])
         except (TypeError, ValueError):
             raise load_data.DataError(f"the run's config.json holds {saved[name]!r} for "
-                                      f"{name}, not a {type(HYPERPARAMETERS[name]).__name__}; "
+                                      f"{name}, which is not a value of that setting; "
                                       f"restore the file") from None
         if name not in cfg.given:
             setattr(cfg, name, value)
@@ -612,8 +612,9 @@ def read_image(path, max_pixels):
         raise UsageError(f"{path} is a folder; pass the path of a PNG or JPEG")
     Image.MAX_IMAGE_PIXELS = max_pixels  # PIL refuses twice this before decoding anything
     try:
-        with warnings.catch_warnings(), Image.open(path) as picture:
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        # The filter is on before open(), which is where PIL warns of a large header.
+        with warnings.catch_warnings(action="ignore", category=Image.DecompressionBombWarning), \
+                Image.open(path) as picture:
             if picture.width * picture.height > max_pixels:  # known from the header alone
                 raise bad(f"{path} is {picture.width}x{picture.height} pixels, more than the "
                           f"{max_pixels:,} that fit in memory here; shrink it first")
@@ -706,8 +707,8 @@ def main(argv=None):
         return 2
     except (load_data.DataError, files.FileError) as error:
         kept = ""
-        if isinstance(error, files.FileError) and cfg and cfg.checkpoint.is_file() and not (
-                cfg.evaluate or cfg.predict):
+        if (isinstance(error, files.FileError) and not isinstance(error, files.FolderBusy)
+                and cfg and cfg.checkpoint.is_file() and not (cfg.evaluate or cfg.predict)):
             kept = f"; the last checkpoint is kept, and `{continue_command(cfg)}` continues"
         print(f"error: {error}{kept}", file=sys.stderr)
         return 1

@@ -26,6 +26,13 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_DATA_DIR = HERE / "data"  # beside the script, so any working directory works
 SOURCES = ("auto", "real", "synthetic")
 SPLITS = ("train", "test")
+# Randomness, in one place. A Datagen's seed s draws training batch k from the stream
+# (s, 0, k), so batch k is the same however a run was interrupted or split across devices;
+# the fixed test set from (s, TEST_STREAM) and the held-out set watched during training
+# from (s, HELD_OUT_STREAM), both in the test split; pictures' next batch from (s, split).
+# main.py gives SEED to training (and to the weights), TEST_SEED to both test streams.
+# The synthetic bank is fixed by SYNTHETIC_SEED, like a data set.
+TEST_STREAM, HELD_OUT_STREAM = 2, 3
 HELD_OUT = 0.1  # share of the train files kept for testing when t10k/test_batch are absent
 THRESHOLD = 0.3  # seed protocol: a pixel is digit where the digit's intensity (0..1) exceeds this
 INK = 200.0  # seed protocol: mask pixels get a flat +200 (clipped to 255); the rest stay as is
@@ -414,9 +421,13 @@ class Datagen:
                                         in layout._asdict().items() if name != "split"})
         return self.render(layout)
 
-    def test_set(self, n):
-        """The fixed test set of n images: same data and seed, same images, whatever ran before."""
-        rng = np.random.default_rng([self.seed, len(SPLITS)])  # a stream no split uses
+    def test_set(self, n, stream=TEST_STREAM):
+        """The fixed test set of n images: same data and seed, same images, whatever ran before.
+
+        stream=HELD_OUT_STREAM draws other layouts from the same test split: the held-out
+        images that training is watched on, never the ones it is scored on.
+        """
+        rng = np.random.default_rng([self.seed, stream])
         return self.render(self._layout(rng, _whole("n", n, 1), "test"))
 
 

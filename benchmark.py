@@ -2,6 +2,7 @@
 
     python benchmark.py layers [--repeats 10] [--sizes 32,64,128,256] [--batches 1,64]
     python benchmark.py params
+    python benchmark.py data [--data_dir DIR]   the image/mask generator's speed in images/s
     python benchmark.py compare [--models fcn,unet,gcn,cheb,dgcn,hybrid] [--seeds 0,1,2]
     python benchmark.py plots
 
@@ -401,6 +402,31 @@ def run_params(args):
     print(model.parameter_table())
 
 
+def time_generator(gen, batch_size=64, batches=500, repeats=7):
+    """Images per second of gen.sample(batch_size) per timed repeat: (wall clock, CPU time)."""
+    gen.sample(batch_size)  # warm-up: first-call allocations are not the steady state
+    wall, cpu = [], []
+    for _ in range(repeats):  # CPU time too: on a shared machine the wall clock counts others
+        start, start_cpu = time.perf_counter(), time.process_time()
+        for _ in range(batches):
+            gen.sample(batch_size)
+        wall.append(batches * batch_size / (time.perf_counter() - start))
+        cpu.append(batches * batch_size / (time.process_time() - start_cpu))
+    return wall, cpu
+
+
+def run_data(args):
+    """The generator's speed at main.py's defaults, on the data main.py would use."""
+    import main
+    gen = main.make_datagen(main.parse_config(["--data_dir", args.data_dir] if args.data_dir
+                                              else []))
+    print(f"data: {gen.describe()}")
+    wall, cpu = time_generator(gen, main.BATCH_SIZE, args.batches, args.repeats)
+    print(f"sample({main.BATCH_SIZE}): median {np.median(wall):,.0f} images/s over {len(wall)} "
+          f"repeats of {args.batches} batches (min {min(wall):,.0f}, max {max(wall):,.0f}); "
+          f"{np.median(cpu):,.0f} per CPU-second")
+
+
 def int_list(text):
     return [int(v) for v in text.split(",")]
 
@@ -425,6 +451,11 @@ def main(argv=None):
     layers.set_defaults(run=run_layers)
     params = commands.add_parser("params", help="parameter count of every model")
     params.set_defaults(run=run_params)
+    data = commands.add_parser("data", help="the image/mask generator's speed")
+    data.add_argument("--data_dir", default="", help="as main.py's --data_dir")
+    data.add_argument("--batches", type=int, default=500)
+    data.add_argument("--repeats", type=int, default=7)
+    data.set_defaults(run=run_data)
     compare = commands.add_parser("compare", help="train every model on the same budget, seeds")
     compare.add_argument("--models", type=model_list, default=list(model.MODELS))
     compare.add_argument("--seeds", type=int_list, default=[0, 1, 2])

@@ -1,17 +1,14 @@
 """MNIST digits pasted on CIFAR-10 photos: images and their segmentation masks.
 
-    python load_data.py [--data_dir DIR] [--out PATH]   # sample grid -> im/input_data.png
-    python load_data.py --bench                         # generator speed in images/s
+    python load_data.py [main.py's flags]   # what main.py would train on -> im/input_data.png
 
 The real files come from `python download.py`. While the default folder (data/
 beside this script) holds none, the generator uses a built-in synthetic source
 (font digits on procedural backgrounds), so everything runs on a fresh clone; a
 folder named explicitly must hold the real files.
 """
-import argparse
 import functools
 import sys
-import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -46,9 +43,6 @@ SYNTHETIC_BACKGROUNDS = {"train": 2000, "test": 500}
 FONTS = ("DejaVuSans", "DejaVuSans-Bold", "DejaVuSans-Oblique", "DejaVuSansMono", "DejaVuSerif",
          "DejaVuSerif-Italic", "STIXGeneral", "STIXGeneralItalic", "STIXGeneralBol", "cmr10",
          "cmss10", "cmtt10", "cmb10", "cmti10")  # the matplotlib fonts that draw all ten digits
-
-# output
-DEFAULT_OUT = HERE / "im" / "input_data.png"
 
 
 class Split(NamedTuple):
@@ -431,14 +425,7 @@ class Datagen:
         return self.render(self._layout(rng, _whole("n", n, 1), "test"))
 
 
-# ---------------------------------------------------------------- picture and benchmark
-
-def _check_out(path):
-    """path as a PNG destination, or DataError; its folder is made when the picture is written."""
-    if path.suffix.lower() != ".png" or path.is_dir():
-        raise DataError(f"--out {path} must name a .png file, not a folder or another format.")
-    return path
-
+# ---------------------------------------------------------------- picture and command line
 
 def save_grid(gen, path, rows=4, cols=4):
     """A rows x cols grid of (input, mask) pairs from gen; an unwritable path raises FileError."""
@@ -447,59 +434,22 @@ def save_grid(gen, path, rows=4, cols=4):
     plots.input_grid(denormalize(images), masks, gen.num_classes, gen.describe(), path, cols)
 
 
-def benchmark(gen, batch_size=64, batches=500, repeats=7):
-    """Images per second of gen.sample(batch_size) per timed repeat: (wall clock, CPU time)."""
-    gen.sample(batch_size)  # warm-up: first-call allocations are not the steady state
-    wall, cpu = [], []
-    for _ in range(repeats):  # CPU time too: on a shared machine the wall clock counts others
-        start, start_cpu = time.perf_counter(), time.process_time()
-        for _ in range(batches):
-            gen.sample(batch_size)
-        wall.append(batches * batch_size / (time.perf_counter() - start))
-        cpu.append(batches * batch_size / (time.process_time() - start_cpu))
-    return wall, cpu
-
-
-# ---------------------------------------------------------------- command line
-
 def main(argv=None):
-    """Sample grid or benchmark; a data or file error ends as one line on stderr and exit 1."""
-    parser = argparse.ArgumentParser(description="MNIST-on-CIFAR images and masks.")
-    parser.add_argument("--data_dir", type=Path,
-                        help="holds mnist/ and cifar/ (default: data/ beside this script, or "
-                             "the synthetic source while it holds no files)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="PNG for the sample grid")
-    parser.add_argument("--source", choices=SOURCES, default="auto",
-                        help="auto: the real files; synthetic only for an empty default folder")
-    parser.add_argument("--canvas", type=int, default=32)
-    parser.add_argument("--digits_per_image", type=int, default=1)
-    parser.add_argument("--num_classes", type=int, choices=(2, 11), default=2,
-                        help="2: background/digit; 11: also which digit")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--bench", action="store_true", help="time sample(64) instead")
-    args = parser.parse_args(argv)
-    if args.data_dir is not None and args.source == "synthetic":
-        parser.error("--source synthetic draws no files, so --data_dir would be ignored; "
-                     "give one or the other")
+    """Draw the examples that main.py, given the same flags, would train on."""
+    import main as run  # main.py's flags, defaults and checks: written once, there
     try:
-        out = None if args.bench else _check_out(args.out)
-        gen = Datagen(args.data_dir, canvas=args.canvas, digits_per_image=args.digits_per_image,
-                      num_classes=args.num_classes, seed=args.seed, source=args.source)
+        cfg = run.parse_config(argv)
+        gen = run.make_datagen(cfg)
         print(f"data: {gen.describe()}")
-        if args.bench:
-            wall, cpu = benchmark(gen)
-            print(f"sample(64): median {np.median(wall):,.0f} images/s over {len(wall)} repeats "
-                  f"of 500 batches (min {min(wall):,.0f}, max {max(wall):,.0f}); "
-                  f"{np.median(cpu):,.0f} per CPU-second")
-        else:
-            save_grid(gen, out)
-            print(f"wrote {out}")
+        path = cfg.out_dir / "input_data.png"
+        save_grid(gen, path)
+        print(f"wrote {path}")
         return 0
-    except DataError as e:
+    except run.UsageError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
-    except files.FileError as e:
-        print(f"error: {e}.", file=sys.stderr)
+        return 2
+    except (DataError, files.FileError) as e:
+        print(f"error: {e}", file=sys.stderr)
         return 1
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import benchmark
+from load_data import Datagen
 
 
 def test_plots_writes_the_three_pictures(tmp_path):
@@ -26,3 +27,9 @@ def test_compare_reuses_only_a_finished_run_with_the_same_settings(tmp_path):
 
 def test_mean_spread_reports_mean_std_and_range():
     assert benchmark.mean_spread([0.9, 1.0]) == "0.950 ± 0.071 (0.900-1.000)"
+
+
+def test_generator_speed_is_reported_per_repeat():
+    gen = Datagen(source="synthetic", canvas=16, digit_size=8)
+    wall, cpu = benchmark.time_generator(gen, batch_size=8, batches=3, repeats=2)
+    assert len(wall) == len(cpu) == 2 and min(wall) > 0 and min(cpu) > 0

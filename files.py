@@ -63,6 +63,10 @@ def write_text(path, text):
         tmp.write_text(text)
 
 
+class FolderBusy(FileError):
+    """Another process holds the folder: nothing was written, so nothing needs continuing."""
+
+
 class FolderLock:
     """An exclusive lock on a folder for one process: a second run there is refused.
 
@@ -84,8 +88,8 @@ class FolderLock:
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self.file.close()
-            raise FileError(f"another run is writing {self.path.parent} right now; wait for it "
-                            f"to finish or choose another --out_dir") from None
+            raise FolderBusy(f"another run is writing {self.path.parent} right now; wait for "
+                             f"it to finish or choose another --out_dir") from None
         self.file.seek(0)
         self.file.truncate()
         self.file.write(f"{os.getpid()}\n")

@@ -610,7 +610,8 @@ def read_image(path, max_pixels):
         raise UsageError(f"{path} does not exist; pass the path of a PNG or JPEG")
     if path.is_dir():
         raise UsageError(f"{path} is a folder; pass the path of a PNG or JPEG")
-    Image.MAX_IMAGE_PIXELS = max_pixels  # PIL refuses twice this before decoding anything
+    # PIL refuses twice this before decoding anything; its limit is put back after.
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_pixels
     try:
         # The filter is on before open(), which is where PIL warns of a large header.
         with warnings.catch_warnings(action="ignore", category=Image.DecompressionBombWarning), \
@@ -632,6 +633,8 @@ def read_image(path, max_pixels):
                   f"safely here; shrink it first") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):  # SyntaxError: PIL's
         raise bad(f"{path} is not a readable image; pass a PNG or JPEG") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 def segment_tiled(model, pixels, batch_size):

@@ -57,7 +57,7 @@ def samples(shown, masks, preds, num_classes, title, path):
     """Rows of input | ground truth | prediction | errors; shown are RGB images in [0, 1]."""
     plt = pyplot()
     rows = len(shown)
-    fig, axes = plt.subplots(rows, 4, figsize=(8, 2 * rows + 0.6), squeeze=False)
+    fig, axes = plt.subplots(rows, 4, figsize=(8, 2.2 * rows + 1.0), squeeze=False)
     for r in range(rows):
         inter = ((masks[r] > 0) & (preds[r] > 0)).sum()
         union = ((masks[r] > 0) | (preds[r] > 0)).sum()

@@ -10,6 +10,9 @@ import numpy as np
 from model import keras, tf
 
 
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
 class ClusterError(Exception):
     """A strategy or cluster that cannot be set up; one sentence, exit status 2."""
 

@@ -25,11 +25,13 @@ SOURCES = ("auto", "real", "synthetic")
 SPLITS = ("train", "test")
 # Randomness, in one place. A Datagen's seed s draws training batch k from the stream
 # (s, 0, k), so batch k is the same however a run was interrupted or split across devices;
-# the fixed test set from (s, TEST_STREAM) and the held-out set watched during training
-# from (s, HELD_OUT_STREAM), both in the test split; pictures' next batch from (s, split).
+# the fixed test set from (s, TEST_STREAM) and the VALID_IMAGES held-out images watched
+# during training from (s, VALID_STREAM), both in the test split; pictures' next batch
+# from (s, split).
 # main.py gives SEED to training (and to the weights), TEST_SEED to both test streams.
 # The synthetic bank is fixed by SYNTHETIC_SEED, like a data set.
-TEST_STREAM, HELD_OUT_STREAM = 2, 3
+TEST_STREAM, VALID_STREAM, VALID_IMAGES = 2, 3, 512
+CLASS_COUNTS = (2, 11)  # background/digit, or background and each of the ten digits
 HELD_OUT = 0.1  # share of the train files kept for testing when t10k/test_batch are absent
 THRESHOLD = 0.3  # seed protocol: a pixel is digit where the digit's intensity (0..1) exceeds this
 INK = 200.0  # seed protocol: mask pixels get a flat +200 (clipped to 255); the rest stay as is
@@ -269,7 +271,7 @@ class Datagen:
         if self.digit_size > self.canvas:
             raise DataError(f"a {digit_size}-pixel digit does not fit a {canvas}-pixel canvas; "
                             f"choose digit_size <= canvas.")
-        if num_classes not in (2, 11):
+        if num_classes not in CLASS_COUNTS:
             raise DataError(f"num_classes must be 2 (background, digit) or 11 (background and "
                             f"the ten digits), not {num_classes!r}.")
         if source not in SOURCES:
@@ -418,7 +420,7 @@ class Datagen:
     def test_set(self, n, stream=TEST_STREAM):
         """The fixed test set of n images: same data and seed, same images, whatever ran before.
 
-        stream=HELD_OUT_STREAM draws other layouts from the same test split: the held-out
+        stream=VALID_STREAM draws other layouts from the same test split: the held-out
         images that training is watched on, never the ones it is scored on.
         """
         rng = np.random.default_rng([self.seed, stream])

@@ -1,5 +1,7 @@
 """Shared fixtures: the repo root on sys.path and the real-data folder."""
 import os
+import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -20,3 +22,22 @@ def real_data_dir():
             pytest.fail(reason + " (required under CI=true)")
         pytest.skip(reason)
     return Path(value)
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """One finished tiny run (4 steps, checkpoints at 2 and 4), shared; copy it to change it."""
+    import main
+    from helpers import TINY
+    out = tmp_path_factory.mktemp("finished") / "run"
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        assert main.main([*TINY, "--steps", "4", "--eval_every", "2", "--out_dir", str(out)]) == 0
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    return out
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path):
+    return Path(shutil.copytree(finished_run, tmp_path / "run"))

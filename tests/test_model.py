@@ -111,6 +111,85 @@ def test_sparse_tensor_is_sorted_and_exact():
     np.testing.assert_array_equal(tf.sparse.reorder(st).indices.numpy(), idx)
 
 
+# ------------------------------------------------------------ coarsening, pooling
+
+def graclus_reference(a):
+    """Graclus' greedy matching from its definition, on a dense matrix."""
+    n, d = len(a), a.sum(1)
+    cluster, count = -np.ones(n, int), 0
+    for i in sorted(range(n), key=lambda i: (d[i], i)):
+        if cluster[i] >= 0:
+            continue
+        best, best_cut = i, 0.0
+        for j in range(n):
+            cut = a[i, j] * (1 / d[i] + 1 / d[j]) if a[i, j] > 0 else 0.0
+            if j != i and cluster[j] < 0 and cut > best_cut:
+                best, best_cut = j, cut
+        cluster[i] = cluster[best] = count
+        count += 1
+    return cluster
+
+
+def random_graph(n, seed):
+    """A symmetric graph with random positive weights on about a third of the pairs."""
+    rng = np.random.default_rng(seed)
+    a = np.triu(rng.uniform(0.1, 1, (n, n)) * (rng.uniform(size=(n, n)) < 0.35), 1)
+    return a + a.T
+
+
+GRAPHS = {"grid 5x6/4": model.grid_adjacency(5, 6, 4).toarray(),
+          "grid 4x7/8": model.grid_adjacency(4, 7, 8).toarray(),
+          "weighted coarse grid": model.grid_pyramid(8, 8, 1)[1].toarray(),
+          "random": random_graph(12, 0)}
+
+
+@pytest.mark.parametrize("name", GRAPHS)
+def test_graclus_matches_dense_reference_and_pairs_neighbours(name):
+    a = GRAPHS[name]
+    cluster = model.graclus_clusters(model.sp.csr_matrix(a))
+    np.testing.assert_array_equal(cluster, graclus_reference(a))
+    sizes = np.bincount(cluster)
+    assert sizes.min() >= 1 and sizes.max() <= 2 and sizes.sum() == len(a)
+    for members in (np.flatnonzero(cluster == c) for c in np.flatnonzero(sizes == 2)):
+        assert a[members[0], members[1]] > 0, "a pair is always joined by an edge"
+
+
+@pytest.mark.parametrize("name", GRAPHS)
+def test_coarsening_and_pooling_match_dense_formulas(name):
+    a = GRAPHS[name]
+    s, coarse = model.coarsen(model.sp.csr_matrix(a))
+    s, coarse = s.toarray(), coarse.toarray()
+    assert set(np.unique(s)) == {0, 1} and np.all(s.sum(1) == 1), "one cluster per node"
+    assert np.all(s.sum(0) >= 1) and np.all(s.sum(0) <= 4), "two matchings: 1 to 4 nodes"
+    expected = s.T @ a @ s
+    np.fill_diagonal(expected, 0)
+    np.testing.assert_allclose(coarse, expected, rtol=1e-6)
+    pool = model.cluster_mean(model.sp.csr_matrix(s)).toarray()
+    np.testing.assert_allclose(pool, np.diag(1 / s.sum(0)) @ s.T, rtol=1e-6)
+    x = RNG.standard_normal((len(a), 3))
+    back = s @ pool @ x                                   # unpool(pool(x))
+    for c in range(s.shape[1]):
+        members = np.flatnonzero(s[:, c])
+        np.testing.assert_allclose(back[members], np.tile(x[members].mean(0), (len(members), 1)),
+                                   rtol=1e-5)
+    np.testing.assert_allclose(pool @ np.full((len(a), 2), 7.0), 7.0, rtol=1e-6)
+    again = model.coarsen(model.sp.csr_matrix(a))
+    np.testing.assert_array_equal(again[0].toarray(), s)  # deterministic: a saved model rebuilds it
+
+
+@pytest.mark.parametrize("h, w, connectivity", [(8, 8, 4), (10, 12, 8)])
+def test_pyramid_laplacians_have_spectra_in_0_2(h, w, connectivity):
+    sizes = []
+    for level in range(4):
+        s, a = model.grid_pyramid(h, w, level, connectivity)
+        sizes.append(a.shape[0])
+        assert s.shape == (sizes[level - 1] if level else h * w, a.shape[0])
+        eig = np.linalg.eigvalsh(model.normalized_laplacian(a).toarray())
+        assert eig.min() > -1e-5 and eig.max() < 2 + 1e-5, "Chebyshev with lmax=2 needs [0, 2]"
+        assert np.sum(eig < 1e-5) == 1, "coarsening keeps the graph connected"
+    assert sizes[0] > sizes[1] > sizes[2] > sizes[3] >= sizes[0] / 4 ** 3
+
+
 # ---------------------------------------------------------------------- layers
 
 def layer_with_random_weights(cls, x, **kwargs):
@@ -202,6 +281,57 @@ def test_layer_config_round_trip(cls, kwargs):
     config = keras.saving.serialize_keras_object(layer)
     clone = keras.saving.deserialize_keras_object(config)
     assert type(clone) is cls and clone.get_config() == layer.get_config()
+
+
+def test_pyramid_layers_equal_dense_products():
+    h, w, level = 6, 7, 1
+    s, a = (m.toarray() for m in model.grid_pyramid(h, w, level))
+    x = tf.constant(RNG.standard_normal((2, h * w, 3)), tf.float32)
+    pool = model.GraphPool(h, w, level)
+    pooled = pool(x)
+    expected = np.diag(1 / s.sum(0)) @ s.T @ x.numpy()
+    np.testing.assert_allclose(pooled.numpy(), expected, atol=1e-6)
+    assert pool.compute_output_shape((None, h * w, 3)) == (None, s.shape[1], 3)
+    np.testing.assert_allclose(model.GraphUnpool(h, w, level)(pooled).numpy(), s @ expected,
+                               atol=1e-6)
+    cheb = layer_with_random_weights(model.PyramidChebConv, pooled, units=4, K=3, height=h,
+                                     width=w, level=level)
+    kernel, bias = cheb.get_weights()
+    lt = -sym_normalise(a)                                # L~ = L - I with lmax = 2
+    terms = [expected, lt @ expected]
+    terms.append(2 * lt @ terms[-1] - terms[-2])
+    reference = sum(t @ k for t, k in zip(terms, kernel)) + bias
+    np.testing.assert_allclose(tf.function(cheb)(pooled).numpy(), reference, atol=1e-5)
+
+
+def test_sparse_matmul_gradient_is_the_transpose():
+    matrix = model.cluster_mean(model.grid_pyramid(5, 6, 1)[0])          # not symmetric
+    x = tf.constant(RNG.standard_normal((2, 30, 3)), tf.float32)
+    weights = tf.constant(RNG.standard_normal((2, matrix.shape[0], 3)), tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(model._sparse_matmul(matrix, x) * weights)
+    expected = np.einsum("nm,bnc->bmc", matrix.toarray(), weights.numpy())
+    np.testing.assert_allclose(tape.gradient(loss, x).numpy(), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer", [
+    model.PyramidChebConv(3, K=2, height=6, width=8, level=2, connectivity=8, use_bias=False),
+    model.GraphPool(6, 8, level=1, connectivity=8), model.GraphUnpool(5, 4, level=2)])
+def test_pyramid_layer_config_round_trip(layer):
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert type(clone) is type(layer) and clone.get_config() == layer.get_config()
+
+
+def test_gunet_needs_the_grid_only_to_reshape():
+    allowed = (keras.layers.InputLayer, keras.layers.Reshape, keras.layers.BatchNormalization,
+               keras.layers.ReLU, keras.layers.Concatenate, keras.layers.Dense,
+               model.PyramidChebConv, model.GraphPool, model.GraphUnpool)
+    net = model.build_model("gunet", height=16, width=24)
+    assert all(isinstance(layer, allowed) for layer in net.layers)
+    assert sum(isinstance(layer, keras.layers.Reshape) for layer in net.layers) == 2
+    levels = {layer.level for layer in net.layers if isinstance(layer, model.PyramidChebConv)}
+    assert levels == {0, 1, 2}
 
 
 def test_pixel_coordinates():

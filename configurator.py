@@ -1,0 +1,170 @@
+"""Flags over main.py's defaults: parsed, type-checked and range-checked once, before any work."""
+import argparse
+import difflib
+import math
+import os
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import distributed
+import load_data
+import model as model_lib
+
+# The allowed values; the defaults are the constants at the top of main.py.
+CHOICES = {"source": load_data.SOURCES, "num_classes": load_data.CLASS_COUNTS,
+           "model": model_lib.MODELS, "strategy": distributed.STRATEGIES}
+POSITIVE = ("batch_size", "steps", "eval_every", "eval_images", "canvas", "digit_size",
+            "digits_per_image", "sample_rows", "learning_rate", "digit_scale_min",
+            "worker_timeout")
+NON_NEGATIVE = ("clip_norm", "dice_weight", "seed", "test_seed", "cpu_devices")
+MODES = ("resume", "evaluate", "predict", "overwrite")
+# What the images and the test set are: a run's config.json fixes them for --evaluate.
+DATA_SETTINGS = ("data_dir", "source", "num_classes", "canvas", "digit_size", "digits_per_image",
+                 "digit_scale_min", "digit_scale_max", "eval_images", "test_seed")
+POOLING_MODELS = ("unet", "hybrid")  # two 2x2 poolings: the canvas must be a multiple of 4
+RESUME_MAY_CHANGE = ("steps", "strategy", "cpu_devices", "worker_timeout", "sample_rows")
+# Peak memory, measured with /usr/bin/time on unet and dgcn (the largest) at 32 and 128 pixels:
+# about 0.7 GB for TensorFlow itself, and up to 6 KB per training pixel for activations.
+BASE_BYTES, BYTES_PER_TRAIN_PIXEL, BYTES_PER_STORED_PIXEL = 0.7e9, 8192, 16
+
+
+class UsageError(Exception):
+    """A bad flag or value: reported as one sentence, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def parse_config(argv, defaults, description):
+    """Flags over the defaults, type-checked and checked, into one config object."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _Parser(prog="main.py", description=description, allow_abbrev=False)
+    for name, default in defaults.items():
+        parser.add_argument(f"--{name}", type=type(default), default=default,
+                            metavar=type(default).__name__.upper())
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out_dir")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run in --out_dir with a new one")
+    parser.add_argument("--evaluate", action="store_true", help="score a saved model only")
+    parser.add_argument("--predict", metavar="IMAGE", help="segment a PNG/JPEG with a saved model")
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        flag = unknown[0].split("=")[0]
+        close = difflib.get_close_matches(flag, [f"--{n}" for n in vars(args)], n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise UsageError(f"unknown flag {flag}; {hint}`python main.py --help` lists them all")
+    given = {a[2:].split("=")[0] for a in argv if a.startswith("--")} & set(defaults)
+    cfg = SimpleNamespace(**vars(args), given=given, argv=argv, chief=True)
+    check_config(cfg)
+    return cfg
+
+
+def check_config(cfg):
+    """Every value checked once, before any work: kinds, ranges, modes, paths and memory."""
+    modes = [f"--{m}" for m in MODES if getattr(cfg, m)]
+    if len(modes) > 1:
+        raise UsageError(f"{' and '.join(modes)} exclude each other; give one of them")
+    for name, allowed in CHOICES.items():
+        if getattr(cfg, name) not in allowed:
+            raise UsageError(f"--{name} must be one of {', '.join(map(str, allowed))}, "
+                             f"not {getattr(cfg, name)!r}")
+    for name, value in vars(cfg).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"--{name} must be a finite number, not {value}")
+    for name in POSITIVE:
+        if getattr(cfg, name) <= 0:
+            raise UsageError(f"--{name} must be positive, not {getattr(cfg, name)}")
+    for name in NON_NEGATIVE:
+        if getattr(cfg, name) < 0:
+            raise UsageError(f"--{name} must be zero or more, not {getattr(cfg, name)}")
+    for name, most, why in (("sample_rows", 64, "would draw a picture too tall to look at"),
+                            ("cpu_devices", 64, "is more logical devices than is useful")):
+        if getattr(cfg, name) > most:
+            raise UsageError(f"--{name} {getattr(cfg, name)} {why}; choose at most {most}")
+    cfg.eval_every = min(cfg.eval_every, cfg.steps)
+    if cfg.steps % cfg.eval_every:
+        raise UsageError(f"--steps ({cfg.steps}) must be a multiple of --eval_every "
+                         f"({cfg.eval_every}), the checkpoint interval")
+    if cfg.model in POOLING_MODELS and cfg.canvas % 4:
+        raise UsageError(f"{cfg.model} pools twice, so --canvas must be a multiple of 4, "
+                         f"not {cfg.canvas}")
+    if cfg.cpu_devices > 1 and cfg.strategy != "mirrored":
+        raise UsageError("--cpu_devices splits the CPU for --strategy mirrored only; a "
+                         "multiworker cluster uses each machine's GPUs, or one CPU each")
+    if cfg.digit_scale_max < cfg.digit_scale_min:
+        raise UsageError("--digit_scale_max must be at least --digit_scale_min")
+    if round(cfg.digit_scale_max * cfg.digit_size) > cfg.canvas:
+        raise UsageError(f"digits of up to {round(cfg.digit_scale_max * cfg.digit_size)} pixels "
+                         f"do not fit a {cfg.canvas}-pixel canvas; lower --digit_size or "
+                         f"--digit_scale_max, or raise --canvas")
+    if cfg.data_dir and cfg.source == "synthetic":
+        raise UsageError("--source synthetic draws no files, so --data_dir would be ignored; "
+                         "give one or the other")
+    check_paths(cfg)
+    if not (cfg.evaluate or cfg.predict):
+        check_memory("training", BASE_BYTES + cfg.batch_size * cfg.canvas ** 2 * (
+            BYTES_PER_TRAIN_PIXEL + (cfg.eval_images + load_data.VALID_IMAGES)
+            / cfg.batch_size * BYTES_PER_STORED_PIXEL),
+            "lower --batch_size, --canvas or --eval_images")
+
+
+def check_paths(cfg):
+    """The run folder and the model file: names that can work, and a model where one is read."""
+    if not str(cfg.out_dir).strip():
+        raise UsageError("--out_dir is empty; name the folder for the run")
+    cfg.out_dir = Path(cfg.out_dir)
+    cfg.checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else cfg.out_dir / "model.keras"
+    if cfg.out_dir.exists() and not cfg.out_dir.is_dir():
+        raise UsageError(f"--out_dir {cfg.out_dir} is a file; name a folder")
+    if cfg.checkpoint.is_dir() or cfg.checkpoint.suffix != ".keras":
+        raise UsageError(f"--checkpoint {cfg.checkpoint} must name a .keras file, the format "
+                         f"Keras saves and loads whole models in")
+    if (cfg.evaluate or cfg.predict or cfg.resume) and not cfg.checkpoint.is_file():
+        raise UsageError(f"no saved model at {cfg.checkpoint}; train one with `python main.py` "
+                         f"or pass --checkpoint PATH")
+
+
+def check_memory(what, needed, advice):
+    """UsageError with the figures if `needed` bytes exceed the memory available now."""
+    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if os.path.exists("/proc/meminfo"):
+        with open("/proc/meminfo") as f:
+            for line in f:  # MemAvailable counts reclaimable caches too, as the kernel would
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+    if needed > available:
+        raise UsageError(f"{what} needs about {needed / 1e9:,.1f} GB of memory and "
+                         f"{available / 1e9:,.1f} GB are free; {advice}")
+
+
+def adopt_saved_settings(cfg, saved, mode, defaults):
+    """Take the run's own values from its config.json, where no flag says otherwise.
+
+    For --evaluate, a flag that differs is kept and said aloud; for --resume it is
+    refused unless it leaves the training unchanged (more steps, other devices).
+    """
+    names = DATA_SETTINGS if mode == "evaluate" else [n for n in saved if n in defaults
+                                                      and n not in ("out_dir", "checkpoint")]
+    if "data_dir" in cfg.given and "source" not in cfg.given:
+        names = [n for n in names if n != "source"]  # a named folder means its real files
+    for name in names:
+        if name not in saved:
+            continue
+        try:
+            value = type(defaults[name])(saved[name])
+        except (TypeError, ValueError):
+            raise load_data.DataError(f"the run's config.json holds {saved[name]!r} for "
+                                      f"{name}, which is not a value of that setting; "
+                                      f"restore the file") from None
+        if name not in cfg.given:
+            setattr(cfg, name, value)
+        elif getattr(cfg, name) != value and mode == "evaluate":
+            print(f"note: --{name} {getattr(cfg, name)} differs from the run's {value!r}, "
+                  f"so this score is not on the run's own test set")
+        elif getattr(cfg, name) != value and name not in RESUME_MAY_CHANGE:
+            raise UsageError(f"--{name} {getattr(cfg, name)} differs from the run's {value!r}; "
+                             f"resume without it, or start anew with --overwrite")
+    check_config(cfg)

@@ -1,0 +1,93 @@
+"""configurator.py: flags over the defaults, and every bad value refused in one sentence."""
+import time
+from pathlib import Path
+
+import pytest
+
+import distributed
+import main
+from helpers import TINY, call_main, one_sentence, run_main
+
+
+def test_flags_override_defaults_with_type_checks():
+    cfg = main.parse_config(["--learning_rate", "1", "--batch_size=32", "--model", "dgcn"])
+    assert cfg.learning_rate == 1.0 and isinstance(cfg.learning_rate, float)
+    assert cfg.batch_size == 32 and cfg.model == "dgcn"
+    assert cfg.steps == main.STEPS and cfg.checkpoint == Path(main.OUT_DIR) / "model.keras"
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--learning_rat", "0.1"], ["unknown flag --learning_rat", "--learning_rate"]),
+    (["--batch_size", "3.5"], ["--batch_size", "invalid int"]),
+    (["--model", "resnet"], ["fcn", "unet", "gcn", "cheb", "dgcn", "hybrid"]),
+    (["--num_classes", "3"], ["2, 11"]),
+    (["--steps", "250"], ["multiple of --eval_every"]),
+    (["--canvas", "30"], ["unet pools twice", "multiple of 4"]),
+    (["--cpu_devices", "2"], ["--strategy mirrored only"]),
+    (["--evaluate", "--checkpoint", "nowhere.keras"], ["no saved model at nowhere.keras"]),
+])
+def test_bad_flags_are_one_clear_sentence(argv, words):
+    with pytest.raises(main.UsageError) as error:
+        main.parse_config(argv)
+    for word in words:
+        assert word in str(error.value)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--learning_rate", "nan"], ["--learning_rate must be a finite number"]),
+    (["--digit_scale_max", "inf"], ["--digit_scale_max must be a finite number"]),
+    (["--clip_norm", "-1"], ["--clip_norm must be zero or more"]),
+    (["--seed", "-1"], ["--seed must be zero or more"]),
+    (["--dice_weight", "-0.5"], ["--dice_weight must be zero or more"]),
+    (["--steps", "0"], ["--steps must be positive"]),
+    (["--batch_size", "0"], ["--batch_size must be positive"]),
+    (["--learning_rate", "0"], ["--learning_rate must be positive"]),
+    (["--canvas", "0"], ["--canvas must be positive"]),
+    (["--batch_size", "100000", "--canvas", "2048"], ["GB", "lower --batch_size"]),
+    (["--evaluate", "--predict", "x.png"], ["--evaluate and --predict exclude each other"]),
+    (["--resume", "--overwrite"], ["--resume and --overwrite exclude each other"]),
+    (["--source", "synthetic", "--data_dir", "somewhere"], ["--data_dir would be ignored"]),
+    (["--checkpoint", "model.h5"], ["must name a .keras file"]),
+    (["--sample_rows", "65"], ["too tall", "at most 64"]),
+    (["--strategy", "mirrored", "--cpu_devices", "65"], ["at most 64"]),
+])
+def test_bad_values_are_refused_before_any_work(argv, words, tmp_path, capsys):
+    out = tmp_path / "run"
+    began = time.perf_counter()
+    status, _, err = call_main(capsys, *argv, "--out_dir", out)
+    assert status == 2
+    for word in words:
+        assert word in one_sentence(err)
+    assert not out.exists() and time.perf_counter() - began < 5
+
+
+def test_out_dir_that_is_a_file_and_checkpoint_that_is_a_folder_are_usage_errors(tmp_path, capsys):
+    status, _, err = call_main(capsys, *TINY, "--out_dir", " ")
+    assert status == 2 and "--out_dir is empty" in one_sentence(err)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    status, _, err = call_main(capsys, *TINY, "--out_dir", a_file)
+    assert status == 2 and "is a file; name a folder" in one_sentence(err)
+    assert a_file.read_text() == "mine"
+    folder = tmp_path / "model.keras"
+    folder.mkdir()
+    status, _, err = call_main(capsys, *TINY, "--checkpoint", folder, "--out_dir", tmp_path / "r")
+    assert status == 2 and "must name a .keras file" in one_sentence(err)
+    assert not (tmp_path / "r").exists() and list(folder.iterdir()) == []
+
+
+def test_cli_bad_flag_exits_without_traceback():
+    result = run_main("--bogus", "1")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: unknown flag --bogus")
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_multiworker_without_tf_config_is_one_clear_sentence(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(distributed.ClusterError, match="--strategy multiworker needs TF_CONFIG"):
+        distributed.make_strategy("multiworker")
+    status, _, err = call_main(capsys, *TINY, "--strategy", "multiworker",
+                               "--out_dir", tmp_path / "run")
+    assert status == 2 and "needs TF_CONFIG" in one_sentence(err)
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,65 @@
+"""metrics.py: every figure against a hand count on a tiny mask."""
+import numpy as np
+import pytest
+
+import metrics
+
+
+def one_hot_model(preds, num_classes):
+    """A stand-in model whose argmax is `preds`, to score known predictions."""
+    logits = np.eye(num_classes, dtype=np.float32)[preds]                # (B, H, W, K)
+    served = [0]
+
+    def model(images, training):
+        start = served[0]
+        served[0] += len(images)
+        return logits[start:start + len(images)]
+
+    return model
+
+
+# ---- metrics ----------------------------------------------------------------
+
+def test_binary_metrics_match_hand_counts():
+    truth = np.array([[[0, 1, 1],
+                       [0, 1, 0],
+                       [0, 0, 0]]])
+    pred = np.array([[[0, 1, 0],
+                      [1, 1, 0],
+                      [0, 0, 0]]])
+    # digit: TP = 2, FP = 1 (row 1, col 0), FN = 1 (row 0, col 2); background: TP = 5.
+    scores = metrics.score(one_hot_model(pred, 2), np.zeros((1, 3, 3, 3)), truth, 2)
+    assert scores["fg_iou"] == pytest.approx(2 / 4)
+    assert scores["dice"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
+    assert scores["per_class_iou"] == pytest.approx([5 / 7, 2 / 4])
+    assert scores["miou"] == pytest.approx((5 / 7 + 2 / 4) / 2)
+    assert scores["pixel_accuracy"] == pytest.approx(7 / 9)
+    assert scores["n_images"] == 1
+
+
+def test_metrics_aggregate_over_the_dataset_not_per_batch():
+    # Image 1 has a big digit found perfectly, image 2 a one-pixel digit missed:
+    # dataset-level IoU is 4/5, while a mean of per-image IoUs would be 1/2.
+    truth = np.zeros((2, 4, 4), int)
+    truth[0, :2, :2] = 1
+    truth[1, 3, 3] = 1
+    pred = truth.copy()
+    pred[1, 3, 3] = 0
+    scores = metrics.score(one_hot_model(pred, 2), np.zeros((2, 4, 4, 3)), truth, 2, batch_size=1)
+    assert scores["fg_iou"] == pytest.approx(4 / 5)
+
+
+def test_eleven_class_metrics_count_wrong_digits_as_class_errors_only():
+    truth = np.array([[[0, 3, 3, 5]]])
+    pred = np.array([[[0, 3, 4, 0]]])
+    scores = metrics.score(one_hot_model(pred, 11), np.zeros((1, 1, 4, 3)), truth, 11)
+    # digit-vs-background: TP = 2 (cols 1, 2), FN = 1 (col 3), FP = 0.
+    assert scores["fg_iou"] == pytest.approx(2 / 3)
+    per_class = scores["per_class_iou"]
+    assert per_class[0] == pytest.approx(1 / 2)      # background: 1 hit, 1 false
+    assert per_class[3] == pytest.approx(1 / 2)      # class 3: 1 hit of 2 true
+    assert per_class[4] == pytest.approx(0.0)        # class 4: predicted, never true
+    assert per_class[5] == pytest.approx(0.0)        # class 5: true, missed
+    assert per_class[1] is None                      # never true nor predicted
+    present = [v for v in per_class if v is not None]
+    assert scores["miou"] == pytest.approx(sum(present) / len(present))

@@ -121,9 +121,8 @@ def markdown(rows, names, command):
 def plot(rows, names, path):
     """Time against pixel count, one panel per batch size, log-log."""
     import matplotlib.ticker
-    plt = plots.pyplot()
     batches = sorted({b for _, b in rows})
-    fig, axes = plt.subplots(1, len(batches), figsize=(5.5 * len(batches), 4.2), squeeze=False)
+    fig, axes = plots.subplots(1, len(batches), figsize=(5.5 * len(batches), 4.2), squeeze=False)
     for ax, batch in zip(axes[0], batches):
         sizes = sorted(s for s, b in rows if b == batch)
         for name in names:
@@ -272,8 +271,7 @@ def compare_markdown(summary, args):
 
 def plot_comparison(summary, path):
     """Foreground IoU against parameters and against training time, seeds as error bars."""
-    plt = plots.pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    fig, axes = plots.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for name, s in summary.items():
         mean = statistics.mean(s["fg_iou"])
         err = [[mean - min(s["fg_iou"])], [max(s["fg_iou"]) - mean]]
@@ -310,7 +308,7 @@ def plot_eigenvectors(side=32, count=16):
     # Shift-invert around a point just below 0 finds the smallest eigenvalues fast.
     values, vectors = scipy.sparse.linalg.eigsh(laplacian.tocsc(), k=count, sigma=-1e-3)
     order = np.argsort(values)
-    fig, axes = plots.pyplot().subplots(2, count // 2, figsize=(count * 0.9, 4.2))
+    fig, axes = plots.subplots(2, count // 2, figsize=(count * 0.9, 4.2))
     for ax, i in zip(axes.ravel(), order):
         v = vectors[:, i].reshape(side, side)
         limit = np.abs(v).max()
@@ -328,7 +326,7 @@ def plot_chebyshev(checkpoint):
     lam = np.linspace(0, 2, 400)
     x = lam - 1  # rescaled Laplacian eigenvalues, lmax = 2
     basis = [np.ones_like(x), x]
-    fig, ax = plots.pyplot().subplots(figsize=(7, 4.2))
+    fig, ax = plots.subplots(figsize=(7, 4.2))
     layers = []
     if checkpoint and Path(checkpoint).is_file():
         trained = keras.saving.load_model(checkpoint)
@@ -368,7 +366,7 @@ def plot_receptive_field(side=33, depths=(1, 2, 4, 8)):
     impulse[(side // 2) * side + side // 2] = 1.0
     gcn = model.gcn_propagation(side, side)                           # Â, 4-connected
     box = model.grid_adjacency(side, side, connectivity=8) + scipy.sparse.identity(side * side)
-    fig, axes = plots.pyplot().subplots(2, len(depths) + 1, figsize=(3 * (len(depths) + 1), 6.2))
+    fig, axes = plots.subplots(2, len(depths) + 1, figsize=(3 * (len(depths) + 1), 6.2))
     reach = {"GCN (Â, 4-neighbours)": [], "3x3 convolution": []}
     for row, (label, step) in enumerate(zip(reach, (gcn, box / 9.0))):
         field = impulse

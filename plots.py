@@ -6,21 +6,17 @@ import numpy as np
 import files
 
 
-def pyplot():
-    """matplotlib.pyplot on the Agg backend: pictures go to files, never to a window."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
+def subplots(rows=1, cols=1, **kwargs):
+    """(figure, axes) drawn off-screen: a bare Figure, so no pyplot state and no backend to set."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=kwargs.pop("figsize", None))
+    return fig, fig.subplots(rows, cols, **kwargs)
 
 
-def save(fig, path):
-    """Write fig as a PNG that appears whole or not at all, and free it."""
-    try:
-        with files.atomic_write(path) as tmp:
-            fig.savefig(tmp, dpi=100)
-    finally:
-        pyplot().close(fig)
+def save(fig, path, dpi=100):
+    """Write fig as a PNG that appears whole or not at all."""
+    with files.atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=dpi)
 
 
 def class_colours(num_classes):
@@ -55,9 +51,8 @@ def error_overlay(image, truth, pred):
 
 def samples(shown, masks, preds, num_classes, title, path):
     """Rows of input | ground truth | prediction | errors; shown are RGB images in [0, 1]."""
-    plt = pyplot()
     rows = len(shown)
-    fig, axes = plt.subplots(rows, 4, figsize=(8, 2.2 * rows + 1.0), squeeze=False)
+    fig, axes = subplots(rows, 4, figsize=(8, 2.2 * rows + 1.0), squeeze=False)
     for r in range(rows):
         inter = ((masks[r] > 0) & (preds[r] > 0)).sum()
         union = ((masks[r] > 0) | (preds[r] > 0)).sum()
@@ -83,10 +78,9 @@ def learning_curves(log_path, eval_every, title, path):
         rows = list(csv.DictReader(f))
     if not rows:
         return False
-    plt = pyplot()
     steps = [(int(r["epoch"]) + 1) * eval_every for r in rows]
     iou = "fg_iou" if "fg_iou" in rows[0] else "miou"
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (left, right) = subplots(1, 2, figsize=(10, 3.6))
     iou_name = {"fg_iou": "foreground IoU", "miou": "mean IoU"}[iou]
     for ax, key, label in ((left, "loss", "loss"), (right, iou, iou_name)):
         ax.plot(steps, [float(r[key]) for r in rows], "o-", label="training batches (interval)")
@@ -104,9 +98,8 @@ def learning_curves(log_path, eval_every, title, path):
 
 def prediction(shown, pred, num_classes, title, path):
     """image | predicted mask | overlay for one image of any size."""
-    plt = pyplot()
     overlay = shown * 0.5 + colour_mask(pred, num_classes) * 0.5
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.3))
+    fig, axes = subplots(1, 3, figsize=(12, 4.3))
     for ax, panel, name in zip(axes, (shown, colour_mask(pred, num_classes), overlay),
                                ("image", "predicted mask", "overlay")):
         ax.imshow(panel, interpolation="nearest")
@@ -121,9 +114,8 @@ def prediction(shown, pred, num_classes, title, path):
 
 def input_grid(images, masks, num_classes, title, path, cols=4):
     """Pairs of input | mask in a grid, as the generator makes them; images in [0, 1]."""
-    plt = pyplot()
     rows = -(-len(images) // cols)
-    fig, axes = plt.subplots(rows, 2 * cols, figsize=(2.2 * cols, 1.2 * rows + 0.4),
+    fig, axes = subplots(rows, 2 * cols, figsize=(2.2 * cols, 1.2 * rows + 0.4),
                              squeeze=False)
     for ax, image, mask in zip(axes.reshape(-1, 2), images, masks):
         ax[0].imshow(image, interpolation="nearest")

@@ -1,5 +1,8 @@
-"""plots.py: every picture is a whole PNG of the expected size, and no figure stays open."""
+"""plots.py: every picture is a whole PNG of the expected size, drawn without pyplot."""
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,6 +10,7 @@ from PIL import Image
 
 import plots
 
+ROOT = Path(__file__).resolve().parent.parent
 RNG = np.random.default_rng(0)
 HEADER = "epoch,fg_iou,loss,miou,val_fg_iou,val_loss,val_miou"
 
@@ -23,10 +27,15 @@ def masks_of(num_classes, *shape):
     return RNG.integers(0, num_classes, shape)
 
 
-@pytest.fixture(autouse=True)
-def no_figure_left_open():
-    yield
-    assert plots.pyplot().get_fignums() == []
+def test_drawing_leaves_pyplot_and_its_backend_alone(tmp_path):
+    # A bare Figure draws off-screen: nothing to close, no global backend switched.
+    code = ("import sys, numpy as np, plots; "
+            "plots.prediction(np.zeros((8, 8, 3)), np.zeros((8, 8), int), 2, 't', sys.argv[1]); "
+            "print('matplotlib.pyplot' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "p.png")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout == "False\n", done.stderr
+    assert opened(tmp_path / "p.png")[1] == "RGBA"
 
 
 @pytest.mark.parametrize("num_classes", [2, 11])

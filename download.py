@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import files
-from load_data import CIFAR_FOLDER, CIFAR_TRAIN, DEFAULT_DATA_DIR, DataError, cifar_folder
+from readers import CIFAR_FOLDER, CIFAR_TRAIN, DEFAULT_DATA_DIR, DataError, cifar_folder
 
 # By hand rather than keras.utils.get_file, which imports TensorFlow, has no size cap, leaves a
 # file that fails its hash under the final name, and skips archive members that escape the

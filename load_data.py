@@ -15,12 +15,12 @@ from typing import NamedTuple
 import numpy as np
 
 import files
-from readers import DataError, find_idx, read_cifar_batch, read_mnist
+from readers import (DEFAULT_DATA_DIR, DataError, Split, get_data_hint, has_real_files,
+                     load_real_cached, stamp)
 
 HERE = Path(__file__).resolve().parent
 
 # data
-DEFAULT_DATA_DIR = HERE / "data"  # beside the script, so any working directory works
 SOURCES = ("auto", "real", "synthetic")
 SPLITS = ("train", "test")
 # Randomness, in one place. A Datagen's seed s draws training batch k from the stream
@@ -32,11 +32,8 @@ SPLITS = ("train", "test")
 # The synthetic bank is fixed by SYNTHETIC_SEED, like a data set.
 TEST_STREAM, VALID_STREAM, VALID_IMAGES = 2, 3, 512
 CLASS_COUNTS = (2, 11)  # background/digit, or background and each of the ten digits
-HELD_OUT = 0.1  # share of the train files kept for testing when t10k/test_batch are absent
 THRESHOLD = 0.3  # seed protocol: a pixel is digit where the digit's intensity (0..1) exceeds this
 INK = 200.0  # seed protocol: mask pixels get a flat +200 (clipped to 255); the rest stay as is
-CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
-CIFAR_FOLDER = "cifar-10-batches-py"  # what the official tarball extracts to
 
 # synthetic source: a fixed bank, like a data set; the Datagen seed only drives sampling
 SYNTHETIC_SEED = 20240611
@@ -45,14 +42,6 @@ SYNTHETIC_BACKGROUNDS = {"train": 2000, "test": 500}
 FONTS = ("DejaVuSans", "DejaVuSans-Bold", "DejaVuSans-Oblique", "DejaVuSansMono", "DejaVuSerif",
          "DejaVuSerif-Italic", "STIXGeneral", "STIXGeneralItalic", "STIXGeneralBol", "cmr10",
          "cmss10", "cmtt10", "cmb10", "cmti10")  # the matplotlib fonts that draw all ten digits
-
-
-class Split(NamedTuple):
-    digits: np.ndarray  # (N, 28, 28) uint8, as in the MNIST files
-    labels: np.ndarray  # (N,) 0..9
-    digit_ids: np.ndarray  # (N,) record numbers in the file they came from
-    backgrounds: np.ndarray  # (M, 32, 32, 3) uint8
-    background_ids: np.ndarray  # (M,)
 
 
 class Layout(NamedTuple):
@@ -75,93 +64,6 @@ def normalize(rgb):
 def denormalize(images):
     """[-1, 1] images -> float32 in [0, 1] for display."""
     return np.clip((np.asarray(images, np.float32) + 1) / 2, 0, 1)
-
-
-def cifar_folder(data_dir):
-    """data_dir/cifar, or the cifar-10-batches-py folder the tarball makes inside it."""
-    inner = Path(data_dir) / "cifar" / CIFAR_FOLDER
-    return inner if inner.is_dir() else Path(data_dir) / "cifar"
-
-
-def _get_data(folder):
-    """What to do about a data folder without the real files."""
-    flag = "" if Path(folder) == DEFAULT_DATA_DIR else f" --data_dir {folder}"
-    return (f"run `python download.py{flag}` or put the MNIST files in {Path(folder) / 'mnist'} "
-            f"and the CIFAR-10 batches in {Path(folder) / 'cifar'}")
-
-
-def has_real_files(data_dir):
-    """True if data_dir holds any MNIST file or CIFAR-10 batch."""
-    mnist_dir, cifar_dir = Path(data_dir) / "mnist", cifar_folder(data_dir)
-    return bool(any(find_idx(mnist_dir, f"{stem}-{kind}", idx) for stem in ("train", "t10k")
-                    for kind, idx in (("images", "idx3"), ("labels", "idx1")))
-                or any((cifar_dir / name).is_file() for name in CIFAR_TRAIN + ("test_batch",)))
-
-
-def _split_ids(n_train, n_test, what):
-    """Record numbers (train, test): both files whole, or (n_test None) the train file's tail."""
-    if n_test is not None:
-        return np.arange(n_train), np.arange(n_test)
-    if n_train < 2:
-        raise DataError(f"{what} holds {n_train} record(s), too few to split into train and "
-                        f"test; use the full files.")
-    cut = n_train - max(1, round(n_train * HELD_OUT))
-    return np.arange(cut), np.arange(cut, n_train)
-
-
-def load_real(data_dir):
-    """{"train": Split, "test": Split} from the MNIST and CIFAR-10 files in data_dir.
-
-    A folder with only the t10k files and test_batch gives {"train": None, "test": Split}:
-    enough to score a model.
-    """
-    data_dir, mnist_dir = Path(data_dir), Path(data_dir) / "mnist"
-    cifar_dir = cifar_folder(data_dir)
-    if not data_dir.is_dir():
-        what = "is a file, not a folder" if data_dir.exists() else "does not exist"
-        raise DataError(f"the data folder {data_dir} {what}; {_get_data(data_dir)}.")
-    train, test = ((find_idx(mnist_dir, f"{stem}-images", "idx3"),
-                    find_idx(mnist_dir, f"{stem}-labels", "idx1")) for stem in ("train", "t10k"))
-    if test.count(None) == 1:
-        raise DataError(f"{mnist_dir} has only one of the two t10k files; add the other or "
-                        f"remove it.")
-    any_train = train != (None, None) or any((cifar_dir / name).is_file() for name in CIFAR_TRAIN)
-    if not any_train and None not in test and (cifar_dir / "test_batch").is_file():
-        digits, labels = read_mnist(*test)
-        backgrounds = read_cifar_batch(cifar_dir / "test_batch")
-        return {"train": None, "test": Split(digits, labels, np.arange(len(digits)), backgrounds,
-                                             np.arange(len(backgrounds)))}
-    if None in train:
-        raise DataError(f"{mnist_dir} lacks train-images-idx3-ubyte or train-labels-idx1-ubyte "
-                        f"(.gz or not); {_get_data(data_dir)}.")
-    missing = [name for name in CIFAR_TRAIN if not (cifar_dir / name).is_file()]
-    if missing:
-        raise DataError(f"{cifar_dir} lacks {', '.join(missing)}; {_get_data(data_dir)}.")
-
-    digits, labels = read_mnist(*train)
-    test_digits, test_labels = (digits, labels) if None in test else read_mnist(*test)
-    d_train, d_test = _split_ids(len(digits), None if None in test else len(test_digits), mnist_dir)
-    backgrounds = np.concatenate([read_cifar_batch(cifar_dir / name) for name in CIFAR_TRAIN])
-    has_test = (cifar_dir / "test_batch").is_file()
-    test_backgrounds = read_cifar_batch(cifar_dir / "test_batch") if has_test else backgrounds
-    b_train, b_test = _split_ids(len(backgrounds), len(test_backgrounds) if has_test else None,
-                                 cifar_dir)
-    return {"train": Split(digits[d_train], labels[d_train], d_train,
-                           backgrounds[b_train], b_train),
-            "test": Split(test_digits[d_test], test_labels[d_test], d_test,
-                          test_backgrounds[b_test], b_test)}
-
-
-@functools.lru_cache(maxsize=1)
-def _load_real_once(folder, stamp):
-    """load_real, reused while stamp (every file's path, size and time) stays the same."""
-    return load_real(folder)
-
-
-def _stamp(data_dir):
-    """(path, size, mtime) of every file under data_dir: it changes whenever the data does."""
-    paths = sorted(p for p in Path(data_dir).glob("*/**/*") if p.is_file())
-    return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
 
 
 # ---------------------------------------------------------------- synthetic source
@@ -279,7 +181,7 @@ class Datagen:
         self.num_classes, self.sizes = num_classes, self._sizes(digit_scale)
         self.data_dir = DEFAULT_DATA_DIR if data_dir is None else Path(data_dir)
         self.source, self._asked = self._pick(source, data_dir is not None), source
-        self.data = (_load_real_once(self.data_dir.resolve(), _stamp(self.data_dir))
+        self.data = (load_real_cached(self.data_dir.resolve(), stamp(self.data_dir))
                      if self.source == "real" else load_synthetic())
         if len(self.sizes) == 1:
             # Shrink every digit once, integers first: 2x2 means stay exact, so "> 0.3" has no ties.
@@ -302,7 +204,7 @@ class Datagen:
         if not has_real_files(self.data_dir):
             state = ("holds no MNIST or CIFAR-10 files" if self.data_dir.is_dir()
                      else "does not exist")
-            raise DataError(f"the data folder {self.data_dir} {state}; {_get_data(self.data_dir)}.")
+            raise DataError(f"the data folder {self.data_dir} {state}; {get_data_hint(self.data_dir)}.")
         return "real"
 
     def _sizes(self, digit_scale):
@@ -344,7 +246,7 @@ class Datagen:
         if self.data[split] is None:
             raise DataError(f"{self.data_dir} holds only the test files, and training also "
                             f"needs train-images-idx3-ubyte, train-labels-idx1-ubyte and "
-                            f"data_batch_1..5; {_get_data(self.data_dir)}.")
+                            f"data_batch_1..5; {get_data_hint(self.data_dir)}.")
         n = _whole("batch_size", batch_size, 1)
         if step is None:  # advances the split's own generator
             return self._layout(self._rngs[split], n, split)

@@ -1,17 +1,24 @@
-"""Read the original MNIST and CIFAR-10 files safely: sizes checked first, pickles build arrays only.
+"""Read the original MNIST and CIFAR-10 files of a data folder safely, before spending memory.
 
 A file's header can claim more than its bytes hold, and a pickle can ask for any
 object or any size of array: every check here runs before memory is spent on it.
 MNIST is parsed with python-mnist; CIFAR-10 batches with a restricted unpickler.
 """
+import functools
 import gzip
 import math
 import pickle
 import struct
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from mnist import MNIST
 
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "data"  # beside the scripts, from any folder
+HELD_OUT = 0.1  # share of the train files kept for testing when t10k/test_batch are absent
+CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR_FOLDER = "cifar-10-batches-py"  # what the official tarball extracts to
 CIFAR_BATCH = (10_000, 3072)  # the most images a CIFAR-10 batch file holds, bytes per image
 CIFAR_FILE_LIMIT = 64 << 20  # Python 3's protocol 2 stores bytes as UTF-8: a full batch < 62 MB
 MNIST_FIX = "replace it with a good copy (`python download.py`)"
@@ -20,6 +27,14 @@ CIFAR_FIX = "delete it and download CIFAR-10 again (`python download.py`)"
 
 class DataError(Exception):
     """A problem the user can fix; the message is one sentence: what is wrong, what to do."""
+
+
+class Split(NamedTuple):
+    digits: np.ndarray  # (N, 28, 28) uint8, as in the MNIST files
+    labels: np.ndarray  # (N,) 0..9
+    digit_ids: np.ndarray  # (N,) record numbers in the file they came from
+    backgrounds: np.ndarray  # (M, 32, 32, 3) uint8
+    background_ids: np.ndarray  # (M,)
 
 
 class _IdxReader(MNIST):
@@ -171,3 +186,92 @@ def read_cifar_batch(path):
         raise DataError(f"{path} holds {len(data):,} images, more than the {CIFAR_BATCH[0]:,} "
                         f"of a CIFAR-10 batch; {CIFAR_FIX}.")
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()  # rows are R, G, B planes
+
+
+# ---------------------------------------------------------------- a data folder
+
+def cifar_folder(data_dir):
+    """data_dir/cifar, or the cifar-10-batches-py folder the tarball makes inside it."""
+    inner = Path(data_dir) / "cifar" / CIFAR_FOLDER
+    return inner if inner.is_dir() else Path(data_dir) / "cifar"
+
+
+def get_data_hint(folder):
+    """What to do about a data folder without the real files."""
+    flag = "" if Path(folder) == DEFAULT_DATA_DIR else f" --data_dir {folder}"
+    return (f"run `python download.py{flag}` or put the MNIST files in {Path(folder) / 'mnist'} "
+            f"and the CIFAR-10 batches in {Path(folder) / 'cifar'}")
+
+
+def has_real_files(data_dir):
+    """True if data_dir holds any MNIST file or CIFAR-10 batch."""
+    mnist_dir, cifar_dir = Path(data_dir) / "mnist", cifar_folder(data_dir)
+    return bool(any(find_idx(mnist_dir, f"{stem}-{kind}", idx) for stem in ("train", "t10k")
+                    for kind, idx in (("images", "idx3"), ("labels", "idx1")))
+                or any((cifar_dir / name).is_file() for name in CIFAR_TRAIN + ("test_batch",)))
+
+
+def _split_ids(n_train, n_test, what):
+    """Record numbers (train, test): both files whole, or (n_test None) the train file's tail."""
+    if n_test is not None:
+        return np.arange(n_train), np.arange(n_test)
+    if n_train < 2:
+        raise DataError(f"{what} holds {n_train} record(s), too few to split into train and "
+                        f"test; use the full files.")
+    cut = n_train - max(1, round(n_train * HELD_OUT))
+    return np.arange(cut), np.arange(cut, n_train)
+
+
+def load_real(data_dir):
+    """{"train": Split, "test": Split} from the MNIST and CIFAR-10 files in data_dir.
+
+    A folder with only the t10k files and test_batch gives {"train": None, "test": Split}:
+    enough to score a model.
+    """
+    data_dir, mnist_dir = Path(data_dir), Path(data_dir) / "mnist"
+    cifar_dir = cifar_folder(data_dir)
+    if not data_dir.is_dir():
+        what = "is a file, not a folder" if data_dir.exists() else "does not exist"
+        raise DataError(f"the data folder {data_dir} {what}; {get_data_hint(data_dir)}.")
+    train, test = ((find_idx(mnist_dir, f"{stem}-images", "idx3"),
+                    find_idx(mnist_dir, f"{stem}-labels", "idx1")) for stem in ("train", "t10k"))
+    if test.count(None) == 1:
+        raise DataError(f"{mnist_dir} has only one of the two t10k files; add the other or "
+                        f"remove it.")
+    any_train = train != (None, None) or any((cifar_dir / name).is_file() for name in CIFAR_TRAIN)
+    if not any_train and None not in test and (cifar_dir / "test_batch").is_file():
+        digits, labels = read_mnist(*test)
+        backgrounds = read_cifar_batch(cifar_dir / "test_batch")
+        return {"train": None, "test": Split(digits, labels, np.arange(len(digits)), backgrounds,
+                                             np.arange(len(backgrounds)))}
+    if None in train:
+        raise DataError(f"{mnist_dir} lacks train-images-idx3-ubyte or train-labels-idx1-ubyte "
+                        f"(.gz or not); {get_data_hint(data_dir)}.")
+    missing = [name for name in CIFAR_TRAIN if not (cifar_dir / name).is_file()]
+    if missing:
+        raise DataError(f"{cifar_dir} lacks {', '.join(missing)}; {get_data_hint(data_dir)}.")
+
+    digits, labels = read_mnist(*train)
+    test_digits, test_labels = (digits, labels) if None in test else read_mnist(*test)
+    d_train, d_test = _split_ids(len(digits), None if None in test else len(test_digits), mnist_dir)
+    backgrounds = np.concatenate([read_cifar_batch(cifar_dir / name) for name in CIFAR_TRAIN])
+    has_test = (cifar_dir / "test_batch").is_file()
+    test_backgrounds = read_cifar_batch(cifar_dir / "test_batch") if has_test else backgrounds
+    b_train, b_test = _split_ids(len(backgrounds), len(test_backgrounds) if has_test else None,
+                                 cifar_dir)
+    return {"train": Split(digits[d_train], labels[d_train], d_train,
+                           backgrounds[b_train], b_train),
+            "test": Split(test_digits[d_test], test_labels[d_test], d_test,
+                          test_backgrounds[b_test], b_test)}
+
+
+@functools.lru_cache(maxsize=1)
+def load_real_cached(folder, stamp):
+    """load_real, reused while stamp (every file's path, size and time) stays the same."""
+    return load_real(folder)
+
+
+def stamp(data_dir):
+    """(path, size, mtime) of every file under data_dir: it changes whenever the data does."""
+    paths = sorted(p for p in Path(data_dir).glob("*/**/*") if p.is_file())
+    return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths)

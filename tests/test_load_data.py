@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import load_data
+import readers
 from load_data import DataError, Datagen
 
 SCRIPT = Path(load_data.__file__)
@@ -63,7 +64,7 @@ def write_cifar(folder, n=10, nested=False, test=0, str_keys=False):
     """data_batch_1..5 (none if n is 0) and test_batch (if test > 0) of flat backgrounds."""
     folder = folder / "cifar-10-batches-py" if nested else folder
     folder.mkdir(parents=True, exist_ok=True)
-    files = [(name, n, i * n) for i, name in enumerate(load_data.CIFAR_TRAIN) if n]
+    files = [(name, n, i * n) for i, name in enumerate(readers.CIFAR_TRAIN) if n]
     for name, count, first in files + ([("test_batch", test, 0)] if test else []):
         images = np.zeros((count, 32, 32, 3), np.uint8)
         images[..., 0] = (first + np.arange(count))[:, None, None]  # red: the record number
@@ -138,7 +139,7 @@ def check_against_loop(gen, batch=8, split="train"):
 def test_mnist_reader_reads_both_spellings_gzipped_or_not(tmp_path, sep, ext):
     write_mnist(tmp_path / "mnist", n=30, sep=sep, ext=ext, t10k=7)
     write_cifar(tmp_path / "cifar")
-    data = load_data.load_real(tmp_path)
+    data = readers.load_real(tmp_path)
     np.testing.assert_array_equal(data["train"].digits, shape_digits(30))
     np.testing.assert_array_equal(data["train"].labels, np.arange(30) % 10)
     np.testing.assert_array_equal(data["test"].digits, shape_digits(7, T10K))
@@ -149,7 +150,7 @@ def test_mnist_reader_reads_both_spellings_gzipped_or_not(tmp_path, sep, ext):
 def test_cifar_reader_reads_both_layouts(tmp_path, nested, str_keys):
     write_mnist(tmp_path / "mnist")
     write_cifar(tmp_path / "cifar", n=6, nested=nested, test=4, str_keys=str_keys)
-    data = load_data.load_real(tmp_path)
+    data = readers.load_real(tmp_path)
     assert data["train"].backgrounds.shape == (30, 32, 32, 3)
     np.testing.assert_array_equal(data["train"].backgrounds[:, 3, 7, 0], np.arange(30))
     assert (data["test"].backgrounds[..., 1] == 5).all() and len(data["test"].backgrounds) == 4
@@ -177,7 +178,7 @@ def test_hostile_pickle_is_refused_and_never_runs(tmp_path):
 
 
 def test_real_files_counts_come_from_the_files(real_data_dir):
-    data = load_data.load_real(real_data_dir)
+    data = readers.load_real(real_data_dir)
     digits = np.concatenate([data["train"].labels, data["test"].labels])
     assert len(digits) == 22_699
     assert np.bincount(digits).tolist() == [2258, 2581, 2215, 2369, 2222, 2010, 2235, 2356,
@@ -289,7 +290,7 @@ def test_a_step_names_the_same_batch_whatever_ran_before(tmp_path):
 def test_a_folder_of_only_the_test_files_scores_but_does_not_train(tmp_path, nested, ext):
     write_mnist(tmp_path / "mnist", n=0, ext=ext, t10k=6)
     write_cifar(tmp_path / "cifar", n=0, nested=nested, test=4)
-    assert load_data.has_real_files(tmp_path)
+    assert readers.has_real_files(tmp_path)
     gen = Datagen(tmp_path)
     assert gen.source == "real" and "only holds the test files" in gen.describe()
     shapes, records = decode(*gen.test_set(60))
@@ -450,7 +451,7 @@ def test_mnist_header_claiming_more_than_the_file_holds_allocates_nothing(tmp_pa
     images = root / f"mnist/train-images-idx3-ubyte{ext}"
     with (gzip.open if ext else open)(images, "wb") as f:
         f.write(struct.pack(">IIII", 2051, 500_000, 28, 28) + bytes(60))
-    error, peak = peak_memory(lambda: load_data.load_real(root))
+    error, peak = peak_memory(lambda: readers.load_real(root))
     assert str(error) == (f"{images} should hold 392,000,016 bytes for the 500,000 images its "
                           f"header claims, but it is truncated; replace it with a good copy "
                           f"(`python download.py`).")
@@ -464,7 +465,7 @@ def test_gzip_longer_than_its_header_is_refused_early(tmp_path):
         f.write(struct.pack(">IIII", 2051, 40, 28, 28) + shape_digits(40).tobytes())
         for _ in range(64):
             f.write(bytes(1 << 20))
-    error, peak = peak_memory(lambda: load_data.load_real(root))
+    error, peak = peak_memory(lambda: readers.load_real(root))
     assert str(error) == (f"{images} should hold 31,376 bytes for the 40 images its header "
                           f"claims, but it is longer than that; replace it with a good copy "
                           f"(`python download.py`).")

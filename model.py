@@ -13,10 +13,13 @@ one of these matrices only links a pixel to its 3x3 neighbourhood, so each
 layer also has an exact stencil fast path made of dense ops (a fixed depthwise
 convolution, or conv2d for the directional layer); tests prove the two equal.
 
-For a U-Net made of graph layers alone (`gunet`), the grid is coarsened by
-Graclus matching into a pyramid of smaller graphs; pooling to the next level is
-one sparse matmul with the cluster-mean matrix D_c^-1 S^T, unpooling one with
-the assignment S, and every layer of it takes the general sparse path.
+For a U-Net made of graph layers alone (`gunet`), Graclus matching coarsens
+the grid into a pyramid of ever smaller graphs (grid_pyramid), and three more
+layers work on any level's nodes with sparse products only:
+
+    PyramidChebConv       ChebConv with the level's L~: (B, N, C) -> (B, N, units)
+    GraphPool             X_c = D_c^-1 S^T X, each cluster's mean (S: node-to-cluster 0/1)
+    GraphUnpool           X = S X_c, each node takes its cluster's value
 
 The training loss lives here too, so that a saved model loads with this file alone.
 
@@ -177,7 +180,7 @@ def graclus_clusters(adjacency):
     random first order): the same graph always gives the same clusters, so a saved
     model rebuilds its graphs. A node with no free neighbour stays alone.
     """
-    a = adjacency.tocsr()
+    a = adjacency.tocsr(copy=True)
     a.sort_indices()  # argmax takes the first of equal cuts: the lowest index
     d = degree(a)
     cluster = np.full(a.shape[0], -1)
@@ -249,7 +252,7 @@ def _stencil(height, width, connectivity, self_loop):
 
 
 def _csr_matrix(matrix):
-    """A scipy sparse matrix as TensorFlow's CSR matrix (a variant tensor, made inside the graph)."""
+    """A scipy sparse matrix as TensorFlow's CSR matrix, a variant tensor made in the graph."""
     st = to_sparse_tensor(matrix)
     return tf.raw_ops.SparseTensorToCSRSparseMatrix(
         indices=st.indices, values=st.values, dense_shape=st.dense_shape)
@@ -280,13 +283,13 @@ def _depthwise(x, kernel):
     return tf.nn.depthwise_conv2d(x, k, (1, 1, 1, 1), "SAME")
 
 
-def _chebyshev(x, apply_rescaled, kernel):
-    """sum_k T_k X W_k with T_0 = X, T_1 = L~ X, T_k = 2 L~ T_{k-1} - T_{k-2}; L~ X by apply_rescaled."""
+def _chebyshev(x, apply, kernel):
+    """sum_k T_k W_k, T_0 = X, T_1 = L~ X, T_k = 2 L~ T_{k-1} - T_{k-2}; L~ T = apply(T)."""
     terms = [x]
     if kernel.shape[0] > 1:
-        terms.append(apply_rescaled(x))
+        terms.append(apply(x))
     for _ in range(2, kernel.shape[0]):
-        terms.append(2.0 * apply_rescaled(terms[-1]) - terms[-2])
+        terms.append(2.0 * apply(terms[-1]) - terms[-2])
     # one matmul per order: stacking the terms first costs a copy and is ~1.8x slower here
     return tf.add_n([tf.tensordot(t, w, 1) for t, w in zip(terms, tf.unstack(kernel))])
 
@@ -416,7 +419,7 @@ class DirectionalGraphConv(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="segm")
 class PyramidChebConv(keras.layers.Layer):
-    """ChebConv on level `level` of grid_pyramid, nodes only: (B, N_level, C) -> (B, N_level, units)."""
+    """ChebConv on pyramid level `level`, nodes only: (B, N_level, C) -> (B, N_level, units)."""
 
     def __init__(self, units, K, height, width, level=0, connectivity=4, use_bias=True, **kwargs):
         super().__init__(**kwargs)

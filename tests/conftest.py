@@ -1,4 +1,8 @@
-"""Shared fixtures: the repo root on sys.path and the real-data folder."""
+"""Shared fixtures (the real-data folder, one finished tiny run) and the --slow switch.
+
+`pytest -q tests` runs the fast tests (about two minutes on two cores); `--slow` adds
+the end-to-end runs marked @pytest.mark.slow (several devices, clusters, signals), as CI does.
+"""
 import os
 import shutil
 import signal
@@ -9,6 +13,23 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true",
+                     help="also run the slow end-to-end tests (as CI does)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: an end-to-end run of many seconds; needs --slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--slow"):
+        skip = pytest.mark.skip(reason="slow end-to-end test: run with --slow")
+        for item in items:
+            if "slow" in item.keywords:
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

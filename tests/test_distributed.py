@@ -60,6 +60,7 @@ def start_lonely_worker(tmp_path, timeout):
     return process, cluster["worker"][1]
 
 
+@pytest.mark.slow
 def test_an_absent_peer_is_named_and_given_up_on(tmp_path):
     process, peer = start_lonely_worker(tmp_path, timeout=6)
     stdout, stderr = process.communicate(timeout=120)
@@ -71,6 +72,7 @@ def test_an_absent_peer_is_named_and_given_up_on(tmp_path):
     assert not (tmp_path / "run" / "model.keras").exists()
 
 
+@pytest.mark.slow
 def test_sigterm_ends_the_wait_at_once(tmp_path):
     process, peer = start_lonely_worker(tmp_path, timeout=600)
     deadline = time.monotonic() + 120
@@ -87,6 +89,7 @@ def test_sigterm_ends_the_wait_at_once(tmp_path):
     assert "interrupted" in stderr
 
 
+@pytest.mark.slow
 def test_two_devices_follow_the_one_device_trajectory(tmp_path, capsys):
     # unet: batch norm too, whose statistics are synchronised across replicas.
     args = [*TINY, "--model", "unet", "--steps", "6", "--eval_every", "2",
@@ -138,6 +141,7 @@ def free_ports(n):
     return ports
 
 
+@pytest.mark.slow
 def test_two_workers_follow_the_one_device_trajectory(tmp_path, capsys):
     # Two processes on loopback form a MultiWorkerMirroredStrategy cluster, as
     # two machines would; the chief writes, the other worker writes nothing.
@@ -176,6 +180,7 @@ def test_two_workers_follow_the_one_device_trajectory(tmp_path, capsys):
     assert json.loads(out.strip().splitlines()[-1])["n_images"] == 16
 
 
+@pytest.mark.slow
 def test_a_diverging_multiworker_run_ends_like_a_fit_run(tmp_path, capsys):
     # A one-worker cluster whose learning rate blows the weights up at once: the
     # custom loop logs the interval, restores the weights and finishes as fit does.

@@ -296,6 +296,7 @@ def test_cli_usage_errors_exit_2_and_write_nothing(tmp_path, args, expected):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_load_data_no_longer_downloads():
     done = subprocess.run([sys.executable, str(SCRIPT.parent / "load_data.py"), "--download"],
                           capture_output=True, text=True, timeout=60)

@@ -525,6 +525,7 @@ def test_cli_on_real_data(real_data_dir, tmp_path, capsys):
     assert "real MNIST" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("folder,state", [("nowhere", "does not exist"),
                                           ("empty", "holds no MNIST or CIFAR-10 files")])
 def test_cli_folder_without_data_is_one_line_and_exit_1(tmp_path, folder, state):
@@ -540,6 +541,7 @@ def test_cli_folder_without_data_is_one_line_and_exit_1(tmp_path, folder, state)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "out"]
 
 
+@pytest.mark.slow
 def test_cli_hostile_data_never_overwrites_a_good_picture(tmp_path):
     root = tiny_data(tmp_path / "data")
     rewrite_cifar(root, "data_batch_1", Hostile(tmp_path / "pwned"))
@@ -565,6 +567,7 @@ def test_cli_synthetic_when_asked(tmp_path, capsys):
     assert "(as asked)" in capsys.readouterr().out and (tmp_path / "input_data.png").is_file()
 
 
+@pytest.mark.slow
 def test_cli_unwritable_out_is_one_sentence_and_keeps_nothing(tmp_path):
     (tmp_path / "file").write_bytes(b"a file, not a folder")
     out = tmp_path / "file" / "pictures"

@@ -38,6 +38,7 @@ class PoisonedData:
         return images, masks
 
 
+@pytest.mark.slow
 def test_nan_guard_keeps_the_run_alive(tmp_path):
     cfg = main.parse_config(TINY + ["--steps", "8", "--eval_every", "4",
                                     "--out_dir", str(tmp_path)])
@@ -55,6 +56,7 @@ def test_nan_guard_keeps_the_run_alive(tmp_path):
 
 # ---- a run describes itself -----------------------------------------------------
 
+@pytest.mark.slow
 def test_a_run_describes_itself_and_evaluate_reproduces_its_score(real_data_dir, tmp_path,
                                                                   capsys):
     run = tmp_path / "run"
@@ -146,6 +148,7 @@ def test_resume_of_a_finished_run_needs_more_steps(finished_run, capsys):
     assert snapshot(finished_run) == before
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_a_finished_run(run_copy, capsys):
     before = snapshot(run_copy)
     status, _, err = call_main(capsys, *TINY, "--steps", "2", "--eval_every", "1", "--seed", "1",
@@ -163,6 +166,7 @@ def test_impossible_out_dir_is_one_sentence(capsys):
     assert status == 1 and "/dev/null" in one_sentence(err)
 
 
+@pytest.mark.slow
 def test_a_full_disk_keeps_a_loadable_checkpoint_and_names_the_continue_command(tmp_path,
                                                                                 capsys):
     disk = tmp_path / "disk"
@@ -184,6 +188,7 @@ def test_a_full_disk_keeps_a_loadable_checkpoint_and_names_the_continue_command(
         subprocess.run(["umount", str(disk)], check=True)
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_run_that_its_continue_command_finishes(tmp_path, capsys):
     # One run in the background: a second run into its folder is refused while it
     # works, SIGTERM stops it at an interval, and the command it prints finishes it.

@@ -394,6 +394,7 @@ def test_filter_drops_the_known_notices_and_keeps_everything_else():
     assert model.drop_startup_notices(TF_NOISE) == ""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("env", [{}, {"TF_CPP_MIN_LOG_LEVEL": "0", "TF_ENABLE_ONEDNN_OPTS": "1"}],
                          ids=["default", "tf-log-level-0"])
 def test_import_is_silent(env):
@@ -402,6 +403,7 @@ def test_import_is_silent(env):
     assert done.returncode == 0 and done.stdout == "" and done.stderr == ""
 
 
+@pytest.mark.slow
 def test_segm_tf_logs_shows_what_tensorflow_prints():
     done = run_python("import os, model; print(os.environ.get('TF_CPP_MIN_LOG_LEVEL'))",
                       SEGM_TF_LOGS="1", TF_ENABLE_ONEDNN_OPTS="1", TF_CPP_MIN_LOG_LEVEL=None)
@@ -441,6 +443,7 @@ for stencil in (True, False):
 """
 
 
+@pytest.mark.slow
 def test_both_paths_train_identically_under_mirrored_strategy():
     # logical devices must be set before TensorFlow starts, hence a fresh interpreter
     done = subprocess.run([sys.executable, "-c", MIRRORED], cwd=Path(model.__file__).parent,
@@ -464,6 +467,7 @@ def tiny_batch():
     return images, masks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", model.MODELS)
 def test_model_learns_and_reloads(name, tiny_batch, tmp_path):
     images, masks = tiny_batch
@@ -529,6 +533,7 @@ print(net.evaluate(batch["images"], batch["masks"], verbose=0))
 """
 
 
+@pytest.mark.slow
 def test_saved_model_with_its_loss_loads_with_model_py_alone(tiny_batch, tmp_path):
     images, masks = tiny_batch
     keras.utils.set_random_seed(0)

@@ -26,6 +26,7 @@ import scipy.sparse
 import scipy.sparse.linalg
 
 import files
+import graphs
 import model
 import plots
 from model import keras, tf
@@ -304,7 +305,7 @@ def run_plots(args):
 
 def plot_eigenvectors(side=32, count=16):
     """The grid Laplacian's lowest-frequency eigenvectors: the graph's Fourier basis."""
-    laplacian = model.grid_laplacian(side, side)
+    laplacian = graphs.grid_laplacian(side, side)
     # Shift-invert around a point just below 0 finds the smallest eigenvalues fast.
     values, vectors = scipy.sparse.linalg.eigsh(laplacian.tocsc(), k=count, sigma=-1e-3)
     order = np.argsort(values)
@@ -364,8 +365,8 @@ def plot_receptive_field(side=33, depths=(1, 2, 4, 8)):
     """Where an impulse at the centre reaches after k GCN layers and after k 3x3 convs."""
     impulse = np.zeros(side * side)
     impulse[(side // 2) * side + side // 2] = 1.0
-    gcn = model.gcn_propagation(side, side)                           # Â, 4-connected
-    box = model.grid_adjacency(side, side, connectivity=8) + scipy.sparse.identity(side * side)
+    gcn = graphs.gcn_propagation(side, side)                           # Â, 4-connected
+    box = graphs.grid_adjacency(side, side, connectivity=8) + scipy.sparse.identity(side * side)
     fig, axes = plots.subplots(2, len(depths) + 1, figsize=(3 * (len(depths) + 1), 6.2))
     reach = {"GCN (Â, 4-neighbours)": [], "3x3 convolution": []}
     for row, (label, step) in enumerate(zip(reach, (gcn, box / 9.0))):

@@ -204,7 +204,8 @@ class Datagen:
         if not has_real_files(self.data_dir):
             state = ("holds no MNIST or CIFAR-10 files" if self.data_dir.is_dir()
                      else "does not exist")
-            raise DataError(f"the data folder {self.data_dir} {state}; {get_data_hint(self.data_dir)}.")
+            raise DataError(f"the data folder {self.data_dir} {state}; "
+                            f"{get_data_hint(self.data_dir)}.")
         return "real"
 
     def _sizes(self, digit_scale):

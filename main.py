@@ -29,7 +29,7 @@ from configurator import UsageError
 from model import keras, tf  # model.py imports TensorFlow quietly
 
 # data
-DATA_DIR = ""              # folder with mnist/ and cifar/; "" = data/ beside main.py, if it has them
+DATA_DIR = ""              # folder with mnist/ and cifar/; "": data/ beside main.py, if filled
 SOURCE = "auto"            # auto | real | synthetic (font digits: a fresh clone needs no download)
 NUM_CLASSES = 2            # 2: background/digit; 11: background + which digit (label + 1)
 CANVAS = 32                # image side in pixels; 32 is the seed repository's protocol
@@ -196,8 +196,8 @@ def train(cfg, strategy, datagen, valid, finished=False):
     try:
         if cfg.strategy == "multiworker":
             def validate(m):
-                confusion, loss = metrics.confusion_matrix(m, *valid, cfg.num_classes, cfg.batch_size,
-                                                   m.loss)
+                confusion, loss = metrics.confusion_matrix(m, *valid, cfg.num_classes,
+                                                           cfg.batch_size, m.loss)
                 return loss, confusion
 
             distributed.fit_multiworker(

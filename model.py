@@ -1,8 +1,8 @@
 """Segmentation networks: a CNN baseline, a U-Net and convolutions on the pixel grid graph.
 
 Every pixel of an H x W image is a node; edges join 4- or 8-neighbours. The
-graph is built once with scipy.sparse (never a dense (H*W)^2 matrix) and used
-by three layers:
+graph is built once by graphs.py with scipy.sparse (never a dense (H*W)^2
+matrix) and used by three layers:
 
     GraphConv             Y = Â X W + b, Â = D~^-1/2 (A + I) D~^-1/2 (Kipf & Welling)
     ChebConv              Y = sum_k T_k(L~) X W_k + b (Defferrard et al.)
@@ -26,211 +26,15 @@ The training loss lives here too, so that a saved model loads with this file alo
 `python model.py [NAME ...]` prints the named models' summaries and every model's
 parameter count.
 """
-import contextlib
-import functools
-import os
 import sys
-import tempfile
 
 import numpy as np
 import scipy.sparse as sp
-import scipy.sparse.linalg
 
-# TF 2.21 writes these start-up notices from C++ straight to file descriptor 2,
-# whatever TF_CPP_MIN_LOG_LEVEL says, so sys.stderr cannot catch them. They
-# come at import and when the devices are first listed (the cuInit line).
-TF_STARTUP_NOTICES = (
-    "All log messages before absl::InitializeLog() is called",
-    "oneDNN custom operations are on",
-    "Could not find cuda drivers",
-    "failed call to cuInit",
-    "Unable to register cuDNN factory",
-    "Unable to register cuFFT factory",
-    "Unable to register cuBLAS factory",
-    "TF-TRT Warning",
-    "This TensorFlow binary is optimized to use available CPU instructions",
-    "To enable the following instructions:",  # the second line of the one above
-    "computation placer already registered",
-)
-# SEGM_TF_LOGS=1 shows everything TensorFlow prints, for when it misbehaves.
-SHOW_TF_LOGS = os.environ.get("SEGM_TF_LOGS") == "1"
-
-
-def drop_startup_notices(text):
-    """text without the lines that hold one of TF_STARTUP_NOTICES; every other line is kept."""
-    return "".join(line for line in text.splitlines(keepends=True)
-                   if not any(notice in line for notice in TF_STARTUP_NOTICES))
-
-
-@contextlib.contextmanager
-def startup_notices_dropped():
-    """Capture fd 2 in the block, then write the captured lines but the known notices to stderr."""
-    # Written back in `finally`, so an error raised in the block is shown with
-    # what TensorFlow said before it. A process that dies outright (a C++ abort)
-    # loses it: run with SEGM_TF_LOGS=1 to see it.
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            sys.stderr.write(drop_startup_notices(captured.read().decode(errors="replace")))
-            sys.stderr.flush()
-
-
-if not SHOW_TF_LOGS:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-with contextlib.nullcontext() if SHOW_TF_LOGS else startup_notices_dropped():
-    import tensorflow as tf
-    import keras
-    # Listing the devices runs cuInit now, inside the capture, rather than at the
-    # first op; unlike an op it leaves them configurable (logical devices, memory growth).
-    tf.config.list_physical_devices()
-
-CONNECTIVITIES = (4, 8)
-# (dy, dx) of each neighbour in raster order; the 4-neighbours are a subset.
-DIRECTIONS = {
-    4: ((-1, 0), (0, -1), (0, 1), (1, 0)),
-    8: ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)),
-}
-
-
-def _check_connectivity(connectivity):
-    if connectivity not in CONNECTIVITIES:
-        raise ValueError(
-            f"connectivity must be one of {CONNECTIVITIES}, got {connectivity!r}.")
-
-
-# ---------------------------------------------------------------- the grid graph
-
-def direction_adjacencies(height, width, connectivity=8):
-    """{(dy, dx): A_d} with A_d[i, j] = 1 when pixel j is pixel i moved by (dy, dx)."""
-    _check_connectivity(connectivity)
-    n = height * width
-    ys, xs = np.divmod(np.arange(n), width)
-    adjacencies = {}
-    for dy, dx in DIRECTIONS[connectivity]:
-        inside = (ys + dy >= 0) & (ys + dy < height) & (xs + dx >= 0) & (xs + dx < width)
-        rows = np.flatnonzero(inside)
-        cols = rows + dy * width + dx
-        ones = np.ones(len(rows), np.float32)
-        adjacencies[(dy, dx)] = sp.csr_matrix((ones, (rows, cols)), shape=(n, n))
-    return adjacencies
-
-
-def grid_adjacency(height, width, connectivity=4):
-    """A: the symmetric 0/1 adjacency of the 4- or 8-connected pixel grid."""
-    return sum(direction_adjacencies(height, width, connectivity).values()).tocsr()
-
-
-def degree(adjacency):
-    """d_i = sum_j A_ij."""
-    return np.asarray(adjacency.sum(axis=1)).ravel()
-
-
-def _inv_sqrt(d):
-    """d^-1/2, with 0 where d = 0 (an isolated pixel)."""
-    safe = np.where(d > 0, d, 1.0)
-    return np.where(d > 0, safe ** -0.5, 0.0).astype(np.float32)
-
-
-def normalized_laplacian(adjacency):
-    """L = I - D^-1/2 A D^-1/2"""
-    s = sp.diags(_inv_sqrt(degree(adjacency)))
-    return (sp.identity(adjacency.shape[0], np.float32, format="csr")
-            - s @ adjacency @ s).astype(np.float32).tocsr()
-
-
-def grid_laplacian(height, width, connectivity=4):
-    """L = I - D^-1/2 A D^-1/2 of the pixel grid."""
-    return normalized_laplacian(grid_adjacency(height, width, connectivity))
-
-
-def gcn_propagation(height, width, connectivity=4):
-    """Â = D~^-1/2 (A + I) D~^-1/2, with D~ the degrees of A + I."""
-    a = grid_adjacency(height, width, connectivity)
-    a = a + sp.identity(a.shape[0], np.float32, format="csr")
-    s = sp.diags(_inv_sqrt(degree(a)))
-    return (s @ a @ s).tocsr()
-
-
-def rescaled_laplacian(height, width, connectivity=4, lmax=2.0):
-    """L~ = 2 L / lmax - I; lmax=None computes the largest eigenvalue of L."""
-    lap = grid_laplacian(height, width, connectivity)
-    if lmax is None:
-        lmax = scipy.sparse.linalg.eigsh(lap, k=1, which="LM", return_eigenvectors=False)[0]
-    return (2.0 / lmax * lap - sp.identity(lap.shape[0], np.float32, format="csr")).tocsr()
-
-
-# ------------------------------------------------------- coarsening, for pooling
-
-def graclus_clusters(adjacency):
-    """cluster[i]: node i paired with its free neighbour j of largest A_ij (1/d_i + 1/d_j).
-
-    The greedy normalised-cut matching of Graclus (Dhillon, Guan & Kulis, "Weighted
-    graph cuts without eigenvectors: a multilevel approach", IEEE TPAMI 2007) as used
-    for pooling by Defferrard, Bresson & Vandergheynst, "Convolutional neural networks
-    on graphs with fast localized spectral filtering", NeurIPS 2016. Nodes are visited
-    by increasing degree, ties by index, as in Defferrard's later levels (not his
-    random first order): the same graph always gives the same clusters, so a saved
-    model rebuilds its graphs. A node with no free neighbour stays alone.
-    """
-    a = adjacency.tocsr(copy=True)
-    a.sort_indices()  # argmax takes the first of equal cuts: the lowest index
-    d = degree(a)
-    cluster = np.full(a.shape[0], -1)
-    count = 0
-    for i in np.argsort(d, kind="stable"):
-        if cluster[i] >= 0:
-            continue
-        neighbours = a.indices[a.indptr[i]:a.indptr[i + 1]]
-        free = cluster[neighbours] < 0
-        cluster[i] = count
-        if free.any():
-            cut = a.data[a.indptr[i]:a.indptr[i + 1]][free] * (1 / d[i] + 1 / d[neighbours[free]])
-            cluster[neighbours[free][np.argmax(cut)]] = count
-        count += 1
-    return cluster
-
-
-def assignment(cluster):
-    """S (n x n_c): S_ic = 1 when node i is in cluster c."""
-    n = len(cluster)
-    return sp.csr_matrix((np.ones(n, np.float32), (np.arange(n), cluster)),
-                         shape=(n, cluster.max() + 1))
-
-
-def coarsen(adjacency, matchings=2):
-    """(S, A_c): `matchings` Graclus passes composed into S, A_c = S^T A S without self loops."""
-    s = sp.identity(adjacency.shape[0], np.float32, format="csr")
-    for _ in range(matchings):
-        step = assignment(graclus_clusters(adjacency))
-        adjacency = (step.T @ adjacency @ step).tolil()
-        adjacency.setdiag(0)  # edges inside a cluster are no longer edges
-        adjacency = adjacency.tocsr()
-        adjacency.eliminate_zeros()
-        s = (s @ step).tocsr()
-    return s, adjacency
-
-
-def cluster_mean(s):
-    """P = D_c^-1 S^T, D_c = diag(cluster sizes): P X is each cluster's mean of X."""
-    return (sp.diags(1 / degree(s.T)) @ s.T).astype(np.float32).tocsr()
-
-
-@functools.lru_cache(maxsize=None)  # every layer of a level asks; callers must not modify
-def grid_pyramid(height, width, level, connectivity=4):
-    """(S, A) of `level`: 0 is the pixel grid (S = I), level l is level l-1 coarsened ~4x."""
-    if level == 0:
-        a = grid_adjacency(height, width, connectivity)
-        return sp.identity(a.shape[0], np.float32, format="csr"), a
-    return coarsen(grid_pyramid(height, width, level - 1, connectivity)[1])
-
+from graphs import (DIRECTIONS, check_connectivity, cluster_mean, direction_adjacencies,
+                    gcn_propagation, grid_pyramid, grid_stencil, normalized_laplacian,
+                    rescaled_laplacian)
+from tf_quiet import keras, tf
 
 def to_sparse_tensor(matrix):
     """A scipy sparse matrix as a float32 tf.SparseTensor with sorted (row, col) indices."""
@@ -238,17 +42,6 @@ def to_sparse_tensor(matrix):
     order = np.lexsort((coo.col, coo.row))
     indices = np.stack([coo.row[order], coo.col[order]], axis=1).astype(np.int64)
     return tf.SparseTensor(indices, coo.data[order].astype(np.float32), coo.shape)
-
-
-def _stencil(height, width, connectivity, self_loop):
-    """(n, k) with D^-1/2 (A + self_loop I) D^-1/2 X = n * conv(n * X, k) on the grid."""
-    a = grid_adjacency(height, width, connectivity)
-    n = _inv_sqrt(degree(a) + self_loop).reshape(height, width, 1)
-    k = np.zeros((3, 3), np.float32)
-    for dy, dx in DIRECTIONS[connectivity]:
-        k[dy + 1, dx + 1] = 1.0
-    k[1, 1] = self_loop
-    return n, k
 
 
 def _csr_matrix(matrix):
@@ -302,7 +95,7 @@ class GraphConv(keras.layers.Layer):
 
     def __init__(self, units, connectivity=4, use_bias=True, stencil=True, **kwargs):
         super().__init__(**kwargs)
-        _check_connectivity(connectivity)
+        check_connectivity(connectivity)
         self.units, self.connectivity = int(units), int(connectivity)
         self.use_bias, self.stencil = bool(use_bias), bool(stencil)
 
@@ -311,7 +104,7 @@ class GraphConv(keras.layers.Layer):
         self.kernel = self.add_weight((c, self.units), "glorot_uniform", name="kernel")
         self.bias = self.add_weight((self.units,), "zeros", name="bias") if self.use_bias else None
         if self.stencil:
-            self.scale, self.window = _stencil(h, w, self.connectivity, self_loop=1)
+            self.scale, self.window = grid_stencil(h, w, self.connectivity, self_loop=1)
         else:
             self.propagation = gcn_propagation(h, w, self.connectivity)
 
@@ -340,7 +133,7 @@ class ChebConv(keras.layers.Layer):
         super().__init__(**kwargs)
         if int(K) < 1:
             raise ValueError(f"K (the Chebyshev order) must be an integer >= 1, got {K!r}.")
-        _check_connectivity(connectivity)
+        check_connectivity(connectivity)
         self.units, self.K, self.connectivity = int(units), int(K), int(connectivity)
         self.use_bias, self.stencil = bool(use_bias), bool(stencil)
 
@@ -350,7 +143,7 @@ class ChebConv(keras.layers.Layer):
         self.bias = self.add_weight((self.units,), "zeros", name="bias") if self.use_bias else None
         # With lmax = 2, L~ = L - I = -D^-1/2 A D^-1/2: a stencil without self loop.
         if self.stencil:
-            self.scale, self.window = _stencil(h, w, self.connectivity, self_loop=0)
+            self.scale, self.window = grid_stencil(h, w, self.connectivity, self_loop=0)
         else:
             self.rescaled = rescaled_laplacian(h, w, self.connectivity, lmax=2.0)
 
@@ -379,7 +172,7 @@ class DirectionalGraphConv(keras.layers.Layer):
 
     def __init__(self, units, connectivity=8, use_bias=True, stencil=True, **kwargs):
         super().__init__(**kwargs)
-        _check_connectivity(connectivity)
+        check_connectivity(connectivity)
         self.units, self.connectivity = int(units), int(connectivity)
         self.use_bias, self.stencil = bool(use_bias), bool(stencil)
 
@@ -425,7 +218,7 @@ class PyramidChebConv(keras.layers.Layer):
         super().__init__(**kwargs)
         if int(K) < 1:
             raise ValueError(f"K (the Chebyshev order) must be an integer >= 1, got {K!r}.")
-        _check_connectivity(connectivity)
+        check_connectivity(connectivity)
         self.units, self.K, self.height, self.width = int(units), int(K), int(height), int(width)
         self.level, self.connectivity, self.use_bias = int(level), int(connectivity), bool(use_bias)
 
@@ -455,7 +248,7 @@ class GraphPool(keras.layers.Layer):
 
     def __init__(self, height, width, level, connectivity=4, **kwargs):
         super().__init__(**kwargs)
-        _check_connectivity(connectivity)
+        check_connectivity(connectivity)
         self.height, self.width, self.level = int(height), int(width), int(level)
         self.connectivity = int(connectivity)
 

@@ -89,32 +89,20 @@ def _chebyshev(x, apply, kernel):
 
 # ------------------------------------------------------------------------ layers
 
-@keras.saving.register_keras_serializable(package="segm")
-class GraphConv(keras.layers.Layer):
-    """Y = Â X W + b on the pixel grid: (B, H, W, C) -> (B, H, W, units)."""
+class _GridGraphLayer(keras.layers.Layer):
+    """What the grid graph layers share: (B, H, W, C) -> (B, H, W, units), a kernel, a bias."""
 
-    def __init__(self, units, connectivity=4, use_bias=True, stencil=True, **kwargs):
+    def __init__(self, units, connectivity, use_bias=True, stencil=True, **kwargs):
         super().__init__(**kwargs)
         check_connectivity(connectivity)
         self.units, self.connectivity = int(units), int(connectivity)
         self.use_bias, self.stencil = bool(use_bias), bool(stencil)
 
-    def build(self, input_shape):
-        _, h, w, c = input_shape
-        self.kernel = self.add_weight((c, self.units), "glorot_uniform", name="kernel")
+    def add_kernel_and_bias(self, shape):
+        self.kernel = self.add_weight(shape, "glorot_uniform", name="kernel")
         self.bias = self.add_weight((self.units,), "zeros", name="bias") if self.use_bias else None
-        if self.stencil:
-            self.scale, self.window = grid_stencil(h, w, self.connectivity, self_loop=1)
-        else:
-            self.propagation = gcn_propagation(h, w, self.connectivity)
 
-    def call(self, x):
-        xw = tf.einsum("bhwc,cu->bhwu", x, self.kernel)              # (B, H, W, units)
-        if self.stencil:
-            scale = tf.constant(self.scale, xw.dtype)                 # (H, W, 1)
-            y = scale * _depthwise(scale * xw, self.window)
-        else:
-            y = tf.reshape(_sparse_matmul(self.propagation, xw), (-1, *xw.shape[1:]))
+    def biased(self, y):
         return y + self.bias if self.use_bias else y
 
     def compute_output_shape(self, input_shape):
@@ -126,21 +114,41 @@ class GraphConv(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="segm")
-class ChebConv(keras.layers.Layer):
-    """Y = sum_{k<K} T_k(L~) X W_k + b, T_0 = X, T_1 = L~ X, T_k = 2 L~ T_{k-1} - T_{k-2}."""
+class GraphConv(_GridGraphLayer):
+    """Y = Â X W + b on the pixel grid: (B, H, W, C) -> (B, H, W, units)."""
 
-    def __init__(self, units, K, connectivity=4, use_bias=True, stencil=True, **kwargs):
-        super().__init__(**kwargs)
-        if int(K) < 1:
-            raise ValueError(f"K (the Chebyshev order) must be an integer >= 1, got {K!r}.")
-        check_connectivity(connectivity)
-        self.units, self.K, self.connectivity = int(units), int(K), int(connectivity)
-        self.use_bias, self.stencil = bool(use_bias), bool(stencil)
+    def __init__(self, units, connectivity=4, use_bias=True, stencil=True, **kwargs):
+        super().__init__(units, connectivity, use_bias, stencil, **kwargs)
 
     def build(self, input_shape):
         _, h, w, c = input_shape
-        self.kernel = self.add_weight((self.K, c, self.units), "glorot_uniform", name="kernel")
-        self.bias = self.add_weight((self.units,), "zeros", name="bias") if self.use_bias else None
+        self.add_kernel_and_bias((c, self.units))
+        if self.stencil:
+            self.scale, self.window = grid_stencil(h, w, self.connectivity, self_loop=1)
+        else:
+            self.propagation = gcn_propagation(h, w, self.connectivity)
+
+    def call(self, x):
+        xw = tf.einsum("bhwc,cu->bhwu", x, self.kernel)              # (B, H, W, units)
+        if self.stencil:
+            scale = tf.constant(self.scale, xw.dtype)                 # (H, W, 1)
+            return self.biased(scale * _depthwise(scale * xw, self.window))
+        return self.biased(tf.reshape(_sparse_matmul(self.propagation, xw), (-1, *xw.shape[1:])))
+
+
+@keras.saving.register_keras_serializable(package="segm")
+class ChebConv(_GridGraphLayer):
+    """Y = sum_{k<K} T_k(L~) X W_k + b, T_0 = X, T_1 = L~ X, T_k = 2 L~ T_{k-1} - T_{k-2}."""
+
+    def __init__(self, units, K, connectivity=4, use_bias=True, stencil=True, **kwargs):
+        super().__init__(units, connectivity, use_bias, stencil, **kwargs)
+        if int(K) < 1:
+            raise ValueError(f"K (the Chebyshev order) must be an integer >= 1, got {K!r}.")
+        self.K = int(K)
+
+    def build(self, input_shape):
+        _, h, w, c = input_shape
+        self.add_kernel_and_bias((self.K, c, self.units))
         # With lmax = 2, L~ = L - I = -D^-1/2 A D^-1/2: a stencil without self loop.
         if self.stencil:
             self.scale, self.window = grid_stencil(h, w, self.connectivity, self_loop=0)
@@ -154,35 +162,24 @@ class ChebConv(keras.layers.Layer):
         return tf.reshape(_sparse_matmul(self.rescaled, x), (-1, *x.shape[1:]))
 
     def call(self, x):
-        y = _chebyshev(x, self._apply_rescaled, self.kernel)
-        return y + self.bias if self.use_bias else y
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], self.units)
+        return self.biased(_chebyshev(x, self._apply_rescaled, self.kernel))
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "K": self.K,
-                "connectivity": self.connectivity, "use_bias": self.use_bias,
-                "stencil": self.stencil}
+        return {**super().get_config(), "K": self.K}
 
 
 @keras.saving.register_keras_serializable(package="segm")
-class DirectionalGraphConv(keras.layers.Layer):
+class DirectionalGraphConv(_GridGraphLayer):
     """Y = X W_self + sum_d A_d X W_d + b: one weight per edge direction, so it sees orientation."""
 
     def __init__(self, units, connectivity=8, use_bias=True, stencil=True, **kwargs):
-        super().__init__(**kwargs)
-        check_connectivity(connectivity)
-        self.units, self.connectivity = int(units), int(connectivity)
-        self.use_bias, self.stencil = bool(use_bias), bool(stencil)
+        super().__init__(units, connectivity, use_bias, stencil, **kwargs)
 
     def build(self, input_shape):
         _, h, w, c = input_shape
         directions = ((0, 0),) + DIRECTIONS[self.connectivity]      # self first
         # kernel[0] is W_self, kernel[d] the weight of direction directions[d].
-        self.kernel = self.add_weight((len(directions), c, self.units), "glorot_uniform",
-                                      name="kernel")
-        self.bias = self.add_weight((self.units,), "zeros", name="bias") if self.use_bias else None
+        self.add_kernel_and_bias((len(directions), c, self.units))
         if self.stencil:
             # Direction (dy, dx) is tap [dy + 1, dx + 1] of a 3x3 convolution kernel.
             self.taps = tuple((dy + 1) * 3 + dx + 1 for dy, dx in directions)
@@ -194,20 +191,11 @@ class DirectionalGraphConv(keras.layers.Layer):
         if self.stencil:
             c = self.kernel.shape[1]
             k = tf.scatter_nd([[t] for t in self.taps], self.kernel, (9, c, self.units))
-            y = tf.nn.conv2d(x, tf.reshape(k, (3, 3, c, self.units)), 1, "SAME")
-        else:
-            # [A_1 ... A_D] @ [X W_1; ...; X W_D]: every direction in one sparse matmul.
-            xw = tf.einsum("bhwc,dcu->bdhwu", x, self.kernel[1:])       # (B, D, H, W, units)
-            y = tf.reshape(_sparse_matmul(self.stacked, xw), (-1, *x.shape[1:3], self.units))
-            y += tf.einsum("bhwc,cu->bhwu", x, self.kernel[0])
-        return y + self.bias if self.use_bias else y
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], self.units)
-
-    def get_config(self):
-        return {**super().get_config(), "units": self.units, "connectivity": self.connectivity,
-                "use_bias": self.use_bias, "stencil": self.stencil}
+            return self.biased(tf.nn.conv2d(x, tf.reshape(k, (3, 3, c, self.units)), 1, "SAME"))
+        # [A_1 ... A_D] @ [X W_1; ...; X W_D]: every direction in one sparse matmul.
+        xw = tf.einsum("bhwc,dcu->bdhwu", x, self.kernel[1:])           # (B, D, H, W, units)
+        y = tf.reshape(_sparse_matmul(self.stacked, xw), (-1, *x.shape[1:3], self.units))
+        return self.biased(y + tf.einsum("bhwc,cu->bhwu", x, self.kernel[0]))
 
 
 @keras.saving.register_keras_serializable(package="segm")

@@ -1,4 +1,4 @@
-"""Benchmarks: how fast the graph layers are beside ordinary convolutions, and model sizes.
+"""Benchmarks: every model side by side, the layers' and the generator's speed, teaching plots.
 
     python benchmark.py layers [--repeats 10] [--sizes 32,64,128,256] [--batches 1,64]
     python benchmark.py params

@@ -1,4 +1,4 @@
-"""Every picture main.py draws: samples, learning curves and predictions, written atomically."""
+"""Every picture the project draws, on bare matplotlib Figures, each written atomically."""
 import csv
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""distributed.py: TF_CONFIG checks, and a cluster whose peer never comes."""
+"""distributed.py: TF_CONFIG, an absent peer, and 1 vs 2 devices or workers on one trajectory."""
 import csv
 import json
 import os

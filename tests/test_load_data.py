@@ -1,4 +1,4 @@
-"""load_data.py: readers on tiny real-format files, the generator, the CLI and every bad input."""
+"""load_data.py: the generator on tiny real-format files, its folder rules, its CLI, bad input."""
 import gzip
 import os
 import pickle

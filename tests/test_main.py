@@ -1,6 +1,7 @@
-"""main.py: flags, metrics against hand counts, the NaN guard, and for each mistake a user can
-make: one sentence on stderr, the exit status (2 usage, 1 bad data or file, 130 interrupted),
-and every byte of the run folder as it was."""
+"""main.py: for each mistake a user can make, one sentence, the exit status and every byte kept.
+
+Exit 2 is a usage error, 1 bad data or a file problem, 130 an interruption; a run
+folder's files are compared byte for byte before and after."""
 import json
 import shlex
 import signal

@@ -229,7 +229,8 @@ def run_training(cfg):
     if state and not (cfg.resume or cfg.overwrite):
         what = ("continue it with --resume" if state == "interrupted" else
                 "train it further with --resume --steps N")
-        raise UsageError(f"{cfg.out_dir} holds a {state} run; {what}, replace it with "
+        raise UsageError(f"{cfg.out_dir} holds {'an' if state == 'interrupted' else 'a'} "
+                         f"{state} run; {what}, replace it with "
                          f"--overwrite, or choose another --out_dir")
     if cfg.checkpoint.exists() and not (cfg.resume or cfg.overwrite):
         raise UsageError(f"{cfg.checkpoint} already holds a model; continue it with --resume, "

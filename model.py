@@ -31,60 +31,11 @@ import sys
 import numpy as np
 import scipy.sparse as sp
 
+from graph_ops import chebyshev, depthwise, sparse_matmul
 from graphs import (DIRECTIONS, check_connectivity, cluster_mean, direction_adjacencies,
                     gcn_propagation, grid_pyramid, grid_stencil, normalized_laplacian,
                     rescaled_laplacian)
 from tf_quiet import keras, tf
-
-def to_sparse_tensor(matrix):
-    """A scipy sparse matrix as a float32 tf.SparseTensor with sorted (row, col) indices."""
-    coo = matrix.tocoo()
-    order = np.lexsort((coo.col, coo.row))
-    indices = np.stack([coo.row[order], coo.col[order]], axis=1).astype(np.int64)
-    return tf.SparseTensor(indices, coo.data[order].astype(np.float32), coo.shape)
-
-
-def _csr_matrix(matrix):
-    """A scipy sparse matrix as TensorFlow's CSR matrix, a variant tensor made in the graph."""
-    st = to_sparse_tensor(matrix)
-    return tf.raw_ops.SparseTensorToCSRSparseMatrix(
-        indices=st.indices, values=st.values, dense_shape=st.dense_shape)
-
-
-def _sparse_matmul(matrix, x):
-    """matrix @ x[b] for every image b in one sparse-dense matmul: (B, ..., C) -> (B, N, C)."""
-    n, m, c = matrix.shape[0], matrix.shape[1], x.shape[-1]
-
-    # The CSR product is ~7x faster on CPU than tf.sparse.sparse_dense_matmul (32x32
-    # grid, 16-32 channels, batch 64); TensorFlow has no gradient for it, so here it is.
-    @tf.custom_gradient
-    def product(cols):
-        def gradient(upstream):                                                     # (N, B*C)
-            return tf.raw_ops.SparseMatrixMatMul(a=_csr_matrix(matrix.T), b=upstream)
-        return tf.raw_ops.SparseMatrixMatMul(a=_csr_matrix(matrix), b=cols), gradient
-
-    # Pixels become rows and (image, channel) pairs columns, so the whole batch is one product.
-    cols = tf.reshape(tf.transpose(tf.reshape(x, (-1, m, c)), (1, 0, 2)), (m, -1))  # (M, B*C)
-    y = product(cols)                                                               # (N, B*C)
-    return tf.transpose(tf.reshape(y, (n, -1, c)), (1, 0, 2))                        # (B, N, C)
-
-
-def _depthwise(x, kernel):
-    """x convolved channel by channel with one fixed 3x3 kernel, zero padded."""
-    c = x.shape[-1]
-    k = tf.tile(tf.constant(kernel, x.dtype)[:, :, None, None], (1, 1, c, 1))  # (3, 3, C, 1)
-    return tf.nn.depthwise_conv2d(x, k, (1, 1, 1, 1), "SAME")
-
-
-def _chebyshev(x, apply, kernel):
-    """sum_k T_k W_k, T_0 = X, T_1 = L~ X, T_k = 2 L~ T_{k-1} - T_{k-2}; L~ T = apply(T)."""
-    terms = [x]
-    if kernel.shape[0] > 1:
-        terms.append(apply(x))
-    for _ in range(2, kernel.shape[0]):
-        terms.append(2.0 * apply(terms[-1]) - terms[-2])
-    # one matmul per order: stacking the terms first costs a copy and is ~1.8x slower here
-    return tf.add_n([tf.tensordot(t, w, 1) for t, w in zip(terms, tf.unstack(kernel))])
 
 
 # ------------------------------------------------------------------------ layers
@@ -132,8 +83,8 @@ class GraphConv(_GridGraphLayer):
         xw = tf.einsum("bhwc,cu->bhwu", x, self.kernel)              # (B, H, W, units)
         if self.stencil:
             scale = tf.constant(self.scale, xw.dtype)                 # (H, W, 1)
-            return self.biased(scale * _depthwise(scale * xw, self.window))
-        return self.biased(tf.reshape(_sparse_matmul(self.propagation, xw), (-1, *xw.shape[1:])))
+            return self.biased(scale * depthwise(scale * xw, self.window))
+        return self.biased(tf.reshape(sparse_matmul(self.propagation, xw), (-1, *xw.shape[1:])))
 
 
 @keras.saving.register_keras_serializable(package="segm")
@@ -158,11 +109,11 @@ class ChebConv(_GridGraphLayer):
     def _apply_rescaled(self, x):
         if self.stencil:
             scale = tf.constant(self.scale, x.dtype)
-            return -scale * _depthwise(scale * x, self.window)
-        return tf.reshape(_sparse_matmul(self.rescaled, x), (-1, *x.shape[1:]))
+            return -scale * depthwise(scale * x, self.window)
+        return tf.reshape(sparse_matmul(self.rescaled, x), (-1, *x.shape[1:]))
 
     def call(self, x):
-        return self.biased(_chebyshev(x, self._apply_rescaled, self.kernel))
+        return self.biased(chebyshev(x, self._apply_rescaled, self.kernel))
 
     def get_config(self):
         return {**super().get_config(), "K": self.K}
@@ -194,7 +145,7 @@ class DirectionalGraphConv(_GridGraphLayer):
             return self.biased(tf.nn.conv2d(x, tf.reshape(k, (3, 3, c, self.units)), 1, "SAME"))
         # [A_1 ... A_D] @ [X W_1; ...; X W_D]: every direction in one sparse matmul.
         xw = tf.einsum("bhwc,dcu->bdhwu", x, self.kernel[1:])           # (B, D, H, W, units)
-        y = tf.reshape(_sparse_matmul(self.stacked, xw), (-1, *x.shape[1:3], self.units))
+        y = tf.reshape(sparse_matmul(self.stacked, xw), (-1, *x.shape[1:3], self.units))
         return self.biased(y + tf.einsum("bhwc,cu->bhwu", x, self.kernel[0]))
 
 
@@ -218,7 +169,7 @@ class PyramidChebConv(keras.layers.Layer):
         self.rescaled = normalized_laplacian(a) - sp.identity(a.shape[0], np.float32)  # lmax = 2
 
     def call(self, x):
-        y = _chebyshev(x, lambda t: _sparse_matmul(self.rescaled, t), self.kernel)
+        y = chebyshev(x, lambda t: sparse_matmul(self.rescaled, t), self.kernel)
         return y + self.bias if self.use_bias else y
 
     def compute_output_shape(self, input_shape):
@@ -247,7 +198,7 @@ class GraphPool(keras.layers.Layer):
         self.matrix = self.operator()
 
     def call(self, x):
-        return _sparse_matmul(self.matrix, x)
+        return sparse_matmul(self.matrix, x)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.operator().shape[0], input_shape[-1])

@@ -18,15 +18,6 @@ RNG = np.random.default_rng(0)
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 
-def test_sparse_tensor_is_sorted_and_exact():
-    matrix = graphs.gcn_propagation(3, 4, 8)
-    st = model.to_sparse_tensor(matrix)
-    idx = st.indices.numpy()
-    assert np.all(np.diff(idx[:, 0] * matrix.shape[1] + idx[:, 1]) > 0)
-    np.testing.assert_allclose(tf.sparse.to_dense(st).numpy(), matrix.toarray())
-    np.testing.assert_array_equal(tf.sparse.reorder(st).indices.numpy(), idx)
-
-
 # ---------------------------------------------------------------------- layers
 
 def layer_with_random_weights(cls, x, **kwargs):
@@ -139,17 +130,6 @@ def test_pyramid_layers_equal_dense_products():
     terms.append(2 * lt @ terms[-1] - terms[-2])
     reference = sum(t @ k for t, k in zip(terms, kernel)) + bias
     np.testing.assert_allclose(tf.function(cheb)(pooled).numpy(), reference, atol=1e-5)
-
-
-def test_sparse_matmul_gradient_is_the_transpose():
-    matrix = graphs.cluster_mean(graphs.grid_pyramid(5, 6, 1)[0])          # not symmetric
-    x = tf.constant(RNG.standard_normal((2, 30, 3)), tf.float32)
-    weights = tf.constant(RNG.standard_normal((2, matrix.shape[0], 3)), tf.float32)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        loss = tf.reduce_sum(model._sparse_matmul(matrix, x) * weights)
-    expected = np.einsum("nm,bnc->bmc", matrix.toarray(), weights.numpy())
-    np.testing.assert_allclose(tape.gradient(loss, x).numpy(), expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("layer", [

@@ -21,7 +21,8 @@ NON_NEGATIVE = ("clip_norm", "dice_weight", "seed", "test_seed", "cpu_devices")
 MODES = ("resume", "evaluate", "predict", "overwrite")
 # What the images and the test set are: a run's config.json fixes them for --evaluate.
 DATA_SETTINGS = ("data_dir", "source", "num_classes", "canvas", "digit_size", "digits_per_image",
-                 "digit_scale_min", "digit_scale_max", "eval_images", "test_seed")
+                 "digit_scale_min", "digit_scale_max", "digit_angle_min", "digit_angle_max",
+                 "eval_images", "test_seed")
 POOLING_MODELS = ("unet", "hybrid")  # two 2x2 poolings: the canvas must be a multiple of 4
 RESUME_MAY_CHANGE = ("steps", "strategy", "cpu_devices", "worker_timeout", "sample_rows")
 # Peak memory, measured with /usr/bin/time on unet and dgcn (the largest) at 32 and 128 pixels:
@@ -94,8 +95,10 @@ def check_config(cfg):
     if cfg.cpu_devices > 1 and cfg.strategy != "mirrored":
         raise UsageError("--cpu_devices splits the CPU for --strategy mirrored only; a "
                          "multiworker cluster uses each machine's GPUs, or one CPU each")
-    if cfg.digit_scale_max < cfg.digit_scale_min:
-        raise UsageError("--digit_scale_max must be at least --digit_scale_min")
+    for low, high in (("digit_scale_min", "digit_scale_max"),
+                      ("digit_angle_min", "digit_angle_max")):
+        if getattr(cfg, high) < getattr(cfg, low):
+            raise UsageError(f"--{high} must be at least --{low}")
     if round(cfg.digit_scale_max * cfg.digit_size) > cfg.canvas:
         raise UsageError(f"digits of up to {round(cfg.digit_scale_max * cfg.digit_size)} pixels "
                          f"do not fit a {cfg.canvas}-pixel canvas; lower --digit_size or "

@@ -51,6 +51,7 @@ class Layout(NamedTuple):
     size: np.ndarray  # (B, K) side of each pasted digit in pixels
     y: np.ndarray  # (B, K) top-left corner
     x: np.ndarray  # (B, K)
+    angle: np.ndarray = None  # (B, K) degrees each digit is turned, counterclockwise; or None
 
 
 def normalize(rgb):
@@ -77,6 +78,29 @@ def _resize_matrix(n_out, n_in):
         return (np.clip(overlap, 0, None) / step).astype(np.float32)
     centres = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
     return np.clip(1 - np.abs(centres[:, None] - np.arange(n_in)), 0, None).astype(np.float32)
+
+
+def turn(patches, sizes, degrees):
+    """Each (S, S) patch turned counterclockwise by its angle about the centre of its digit.
+
+    patches (B, K, S, S) hold digits of side sizes (B, K) in their top-left corner; bilinear,
+    and what turns out of the S x S square is lost (MNIST leaves a margin round each digit).
+    """
+    from scipy.ndimage import map_coordinates
+    n, side = patches.shape[0] * patches.shape[1], patches.shape[-1]
+    cos, sin = (f(np.deg2rad(degrees)).reshape(n, 1, 1) for f in (np.cos, np.sin))
+    centre = (sizes.reshape(n, 1, 1) - 1) / 2
+    grid_y, grid_x = np.mgrid[0:side, 0:side].astype(np.float64)    # (S, S)
+    y, x = grid_y - centre, grid_x - centre                         # (n, S, S), rows point down
+    # The source of each output pixel: its position turned back by the angle.
+    source_y = centre + cos * y + sin * x
+    source_x = centre + cos * x - sin * y
+    index = np.broadcast_to(np.arange(n).reshape(n, 1, 1), source_y.shape)
+    flat = patches.reshape(n, side, side)
+    # Rounded: cos(180 deg) is -1 + 1e-16, which would put an edge pixel's source outside.
+    source_y, source_x = np.round(source_y, 6), np.round(source_x, 6)
+    turned = map_coordinates(flat, [index, source_y, source_x], order=1, cval=0.0)
+    return turned.reshape(patches.shape).astype(np.float32)
 
 
 def resize(images, size):
@@ -165,7 +189,7 @@ class Datagen:
     """
 
     def __init__(self, data_dir=None, canvas=32, digit_size=14, digits_per_image=1, num_classes=2,
-                 seed=0, source="auto", digit_scale=None):
+                 seed=0, source="auto", digit_scale=None, digit_angle=None):
         self.canvas = _whole("canvas", canvas, 1)
         self.digit_size = _whole("digit_size", digit_size, 1)
         self.digits_per_image = _whole("digits_per_image", digits_per_image, 1)
@@ -179,6 +203,7 @@ class Datagen:
         if source not in SOURCES:
             raise DataError(f"source must be one of {', '.join(SOURCES)}, not {source!r}.")
         self.num_classes, self.sizes = num_classes, self._sizes(digit_scale)
+        self.angles = self._angles(digit_angle)
         self.data_dir = DEFAULT_DATA_DIR if data_dir is None else Path(data_dir)
         self.source, self._asked = self._pick(source, data_dir is not None), source
         self.data = (load_real_cached(self.data_dir.resolve(), stamp(self.data_dir))
@@ -261,17 +286,34 @@ class Datagen:
         size = (self.sizes[rng.integers(len(self.sizes), size=shape)] if len(self.sizes) > 1
                 else np.full(shape, self.sizes[0]))
         room = self.canvas - size + 1  # (B, K) offsets where each digit fits
-        return Layout(split, rng.integers(len(self.data[split].backgrounds), size=n),
-                      rng.integers(len(self.data[split].digits), size=shape), size,
-                      rng.integers(0, room), rng.integers(0, room))
+        layout = Layout(split, rng.integers(len(self.data[split].backgrounds), size=n),
+                        rng.integers(len(self.data[split].digits), size=shape), size,
+                        rng.integers(0, room), rng.integers(0, room))
+        # Drawn last and only when asked for: unrotated layouts stay what they always were.
+        return layout._replace(angle=rng.uniform(*self.angles, shape)) if self.angles else layout
+
+    def _angles(self, digit_angle):
+        """(low, high) degrees, or None for upright digits."""
+        if digit_angle is None:
+            return None
+        try:
+            low, high = (float(a) for a in digit_angle)
+        except (TypeError, ValueError):
+            raise DataError(f"digit_angle must be a pair (low, high) of degrees, "
+                            f"not {digit_angle!r}.") from None
+        if not (np.isfinite([low, high]).all() and low <= high):
+            raise DataError(f"digit_angle {digit_angle!r} must be finite with low <= high.")
+        return low, high
 
     def _patches(self, layout):
         """(B, K, S, S) digit intensities in [0, 1], each zero-padded to the largest side S."""
         if self._ink is not None:
-            return self._ink[layout.split][layout.digit]
-        rows = self._rows[layout.size - self.sizes[0]]  # (B, K, S, 28)
-        digits = self.data[layout.split].digits[layout.digit].astype(np.float32)  # (B, K, 28, 28)
-        return rows @ digits @ np.swapaxes(rows, -1, -2) / np.float32(255)
+            patches = self._ink[layout.split][layout.digit]
+        else:
+            rows = self._rows[layout.size - self.sizes[0]]  # (B, K, S, 28)
+            digits = self.data[layout.split].digits[layout.digit].astype(np.float32)
+            patches = rows @ digits @ np.swapaxes(rows, -1, -2) / np.float32(255)
+        return patches if layout.angle is None else turn(patches, layout.size, layout.angle)
 
     def render(self, layout):
         """(images (B, C, C, 3) float32 in [-1, 1], masks (B, C, C) int32) for a layout."""
@@ -317,7 +359,8 @@ class Datagen:
         layout = self.draw(batch_size, split, step)
         if rows is not None:
             layout = layout._replace(**{name: value[rows] for name, value
-                                        in layout._asdict().items() if name != "split"})
+                                        in layout._asdict().items()
+                                        if name != "split" and value is not None})
         return self.render(layout)
 
     def test_set(self, n, stream=TEST_STREAM):

@@ -37,6 +37,8 @@ DIGIT_SIZE = 14            # MNIST digits are shrunk from 28x28 to this
 DIGITS_PER_IMAGE = 1       # more digits make busier scenes (later digits drawn on top)
 DIGIT_SCALE_MIN = 1.0      # digits resized by a random factor in [min, max]; 1, 1 keeps DIGIT_SIZE
 DIGIT_SCALE_MAX = 1.0
+DIGIT_ANGLE_MIN = 0.0      # digits turned by a random angle in [min, max] degrees, masks with them
+DIGIT_ANGLE_MAX = 0.0      # 0, 0 keeps them upright; 90, 90 turns every digit a quarter
 # model
 MODEL = "unet"             # fcn | unet | gcn | cheb | dgcn | hybrid (see model.py)
 # training
@@ -74,13 +76,13 @@ def parse_config(argv=None):
 
 def make_datagen(cfg, seed=None):
     """The image/mask generator the config describes; seed defaults to the training SEED."""
-    scale = None
-    if (cfg.digit_scale_min, cfg.digit_scale_max) != (1.0, 1.0):
-        scale = (cfg.digit_scale_min, cfg.digit_scale_max)
+    scale, angle = (cfg.digit_scale_min, cfg.digit_scale_max), (cfg.digit_angle_min,
+                                                                 cfg.digit_angle_max)
     return load_data.Datagen(cfg.data_dir or None, canvas=cfg.canvas, digit_size=cfg.digit_size,
                              digits_per_image=cfg.digits_per_image, num_classes=cfg.num_classes,
                              seed=cfg.seed if seed is None else seed, source=cfg.source,
-                             digit_scale=scale)
+                             digit_scale=None if scale == (1.0, 1.0) else scale,
+                             digit_angle=None if angle == (0.0, 0.0) else angle)
 
 
 def make_dataset(datagen, batch_size, start_step=0, replicas=(0, 1, 1)):
@@ -316,7 +318,12 @@ def run_evaluation(cfg):
     images, masks = datagen.test_set(cfg.eval_images)
     scores = metrics.score(model, images, masks, cfg.num_classes, cfg.batch_size)
     data = Path(str(datagen.data_dir)).name if datagen.source == "real" else "synthetic"
-    path = cfg.out_dir / f"eval_{data}_{cfg.eval_images}_images_seed{cfg.test_seed}.json"
+    # Named for what it scored: any data setting that differs from the run's is in the name.
+    other = "".join(f"_{name}{getattr(cfg, name):g}" for name in configurator.DATA_SETTINGS
+                    if saved and name in saved and isinstance(saved[name], (int, float))
+                    and name not in ("eval_images", "test_seed")
+                    and getattr(cfg, name) != saved[name])
+    path = cfg.out_dir / f"eval_{data}_{cfg.eval_images}_images_seed{cfg.test_seed}{other}.json"
     with files.FolderLock(cfg.out_dir):
         runs.write_json(scores, path)
     print(f"wrote {path}")

@@ -592,3 +592,35 @@ def test_rows_render_one_share_of_the_same_batch(tmp_path):
     share = gen.sample(8, step=5, rows=slice(2, 6))
     np.testing.assert_array_equal(share[0], images[2:6])
     np.testing.assert_array_equal(share[1], masks[2:6])
+
+
+@pytest.mark.parametrize("degrees,quarters", [(90, 1), (180, 2), (270, 3), (-90, 3), (0, 0)])
+def test_turn_by_quarters_equals_numpy_rot90(degrees, quarters):
+    patches = np.random.default_rng(0).random((2, 3, 14, 14)).astype(np.float32)
+    turned = load_data.turn(patches, np.full((2, 3), 14), np.full((2, 3), degrees))
+    np.testing.assert_allclose(turned, np.rot90(patches, quarters, axes=(-2, -1)), atol=1e-6)
+
+
+def test_turned_digits_carry_their_masks_and_change_nothing_else():
+    kwargs = dict(source="synthetic", canvas=24, digit_size=14, seed=4)
+    upright = Datagen(**kwargs)
+    turned = Datagen(**kwargs, digit_angle=(90, 90))
+    layout = upright.draw(8, step=3)
+    assert layout.angle is None
+    np.testing.assert_array_equal(turned.draw(8, step=3).angle, np.full((8, 1), 90.0))
+    images, masks = upright.sample(8, step=3)
+    turned_images, turned_masks = turned.sample(8, step=3)
+    for b in range(8):
+        y, x = layout.y[b, 0], layout.x[b, 0]
+        square = (slice(y, y + 14), slice(x, x + 14))
+        np.testing.assert_array_equal(turned_masks[b][square], np.rot90(masks[b][square]))
+        outside = np.ones((24, 24), bool)
+        outside[square] = False
+        np.testing.assert_array_equal(turned_images[b][outside], images[b][outside])
+    assert turned_masks.sum() == masks.sum()  # a quarter turn keeps every digit pixel
+
+
+@pytest.mark.parametrize("angle", [(10, 5), (0, float("nan")), "big"])
+def test_bad_angles_are_one_sentence(angle):
+    with pytest.raises(DataError, match="digit_angle"):
+        Datagen(source="synthetic", digit_angle=angle)

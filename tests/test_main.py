@@ -246,3 +246,15 @@ def test_sigterm_stops_a_run_that_its_continue_command_finishes(tmp_path, capsys
     assert not temporaries(run)
 
 
+
+
+def test_evaluate_on_turned_digits_is_named_for_it_and_said(run_copy, capsys):
+    before = snapshot(run_copy)
+    status, out, err = call_main(capsys, "--evaluate", "--out_dir", run_copy,
+                                 "--digit_angle_min", "90", "--digit_angle_max", "90")
+    assert status == 0, err
+    assert "--digit_angle_min 90.0 differs from the run's 0.0" in out
+    name = "eval_synthetic_16_images_seed2024_digit_angle_min90_digit_angle_max90.json"
+    assert json.loads((run_copy / name).read_text()) == json.loads(out.strip().splitlines()[-1])
+    after = snapshot(run_copy)
+    assert {k: v for k, v in after.items() if k != name} == before  # the run's own files kept

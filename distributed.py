@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 
+import metrics
 from model import keras, tf
 
 
@@ -105,13 +106,13 @@ def _answers(address):
         return False
 
 
-def fit_multiworker(model, strategy, make_stream, validate, summarise, callbacks, steps,
-                    eval_every, start, batch_size):
+def fit_multiworker(model, strategy, make_stream, valid, callbacks, steps, eval_every, start,
+                    batch_size):
     """model.fit's work under MultiWorkerMirroredStrategy, where Keras 3's fit fails
     (keras-team/keras#20585): a strategy.run step, the same callbacks and log.
 
-    make_stream(first, local, total) gives one worker's batches; validate(model) gives
-    (loss, confusion) on the held-out images; summarise(loss, confusion, prefix) the logs.
+    make_stream(first, local, total) gives one worker's batches; valid is the
+    (images, masks) pair the interval's held-out loss and IoU are measured on.
     """
     replicas = strategy.num_replicas_in_sync
 
@@ -120,7 +121,7 @@ def fit_multiworker(model, strategy, make_stream, validate, summarise, callbacks
         return make_stream(context.input_pipeline_id * local, local, replicas)
 
     batches = iter(strategy.distribute_datasets_from_function(per_worker))
-    loss_fn = model.loss
+    loss_fn, num_classes = model.loss, model.output_shape[-1]
 
     def replica_step(images, masks):
         with tf.GradientTape() as tape:
@@ -129,7 +130,6 @@ def fit_multiworker(model, strategy, make_stream, validate, summarise, callbacks
                                               global_batch_size=batch_size)
         gradients = tape.gradient(loss, model.trainable_variables)
         model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        num_classes = logits.shape[-1]
         confusion = tf.math.confusion_matrix(tf.reshape(masks, [-1]),
                                              tf.reshape(tf.argmax(logits, -1), [-1]),
                                              num_classes, dtype=tf.float32)
@@ -156,9 +156,10 @@ def fit_multiworker(model, strategy, make_stream, validate, summarise, callbacks
             if model.stop_training:  # as in fit: the interval still ends and is logged
                 break
             bar.update(batch + 1, [("loss", np.mean(losses))])
-        val_loss, val_confusion = validate(model)
-        logs = {**summarise(float(np.mean(losses)), confusion, ""),
-                **summarise(val_loss, val_confusion, "val_")}
+        val_confusion, val_loss = metrics.confusion_matrix(model, *valid, num_classes,
+                                                           batch_size, loss_fn)
+        logs = {**metrics.interval_logs(float(np.mean(losses)), confusion, num_classes),
+                **metrics.interval_logs(val_loss, val_confusion, num_classes, "val_")}
         print(" - ".join(f"{key}: {value:.4f}" for key, value in logs.items()))
         hooks.on_epoch_end(epoch, logs)
         if model.stop_training:

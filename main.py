@@ -123,12 +123,12 @@ def compile_model(model, cfg):
     schedule = keras.optimizers.schedules.CosineDecay(
         cfg.learning_rate / 10, decay_steps=max(1, cfg.steps - warmup), alpha=0.01,
         warmup_target=cfg.learning_rate, warmup_steps=warmup)
-    metrics = [keras.metrics.MeanIoU(cfg.num_classes, sparse_y_pred=False, name="miou")]
+    tracked = [keras.metrics.MeanIoU(cfg.num_classes, sparse_y_pred=False, name="miou")]
     if cfg.num_classes == 2:
-        metrics.insert(0, keras.metrics.IoU(2, [1], sparse_y_pred=False, name="fg_iou"))
+        tracked.insert(0, keras.metrics.IoU(2, [1], sparse_y_pred=False, name="fg_iou"))
     loss = model_lib.SegmentationLoss(cfg.num_classes, cfg.dice_weight)
     optimizer = keras.optimizers.Adam(schedule, clipnorm=cfg.clip_norm or None)
-    model.compile(optimizer, loss, metrics=metrics)
+    model.compile(optimizer, loss, metrics=tracked)
 
 
 class NanGuard(keras.callbacks.Callback):
@@ -197,17 +197,10 @@ def train(cfg, strategy, datagen, valid, finished=False):
     began = time.perf_counter()
     try:
         if cfg.strategy == "multiworker":
-            def validate(m):
-                confusion, loss = metrics.confusion_matrix(m, *valid, cfg.num_classes,
-                                                           cfg.batch_size, m.loss)
-                return loss, confusion
-
             distributed.fit_multiworker(
                 model, strategy,
                 lambda *replicas: make_dataset(datagen, cfg.batch_size, start, replicas),
-                validate, lambda loss, cm, prefix: metrics.interval_logs(loss, cm, cfg.num_classes,
-                                                                 prefix),
-                callbacks, cfg.steps, cfg.eval_every, start, cfg.batch_size)
+                valid, callbacks, cfg.steps, cfg.eval_every, start, cfg.batch_size)
         else:
             model.fit(make_dataset(datagen, cfg.batch_size, start),
                       epochs=cfg.steps // cfg.eval_every, steps_per_epoch=cfg.eval_every,

@@ -11,11 +11,10 @@ import signal
 import zipfile
 from pathlib import Path
 
-import keras
-
 import files
 import load_data
 import model as model_lib
+from model import keras  # model.py imports TensorFlow quietly
 
 RUN_FILES = ("model.keras", "config.json", "log.csv", "metrics.json")
 

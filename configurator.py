@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import distributed
+import folders
 import load_data
 import model as model_lib
 
@@ -18,7 +19,7 @@ POSITIVE = ("batch_size", "steps", "eval_every", "eval_images", "canvas", "digit
             "digits_per_image", "sample_rows", "learning_rate", "digit_scale_min",
             "worker_timeout")
 NON_NEGATIVE = ("clip_norm", "dice_weight", "seed", "test_seed", "cpu_devices")
-MODES = ("resume", "evaluate", "predict", "overwrite")
+MODES = ("resume", "evaluate", "predict", "export", "overwrite")
 # What the images and the test set are: a run's config.json fixes them for --evaluate.
 DATA_SETTINGS = ("data_dir", "source", "num_classes", "canvas", "digit_size", "digits_per_image",
                  "digit_scale_min", "digit_scale_max", "digit_angle_min", "digit_angle_max",
@@ -44,20 +45,27 @@ def parse_config(argv, defaults, description):
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = _Parser(prog="main.py", description=description, allow_abbrev=False)
     for name, default in defaults.items():
-        parser.add_argument(f"--{name}", type=type(default), default=default,
-                            metavar=type(default).__name__.upper())
+        if isinstance(default, bool):  # --augment / --no-augment
+            parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction,
+                                default=default)
+        else:
+            parser.add_argument(f"--{name}", type=type(default), default=default,
+                                metavar=type(default).__name__.upper())
     parser.add_argument("--resume", action="store_true", help="continue the run in --out_dir")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the run in --out_dir with a new one")
     parser.add_argument("--evaluate", action="store_true", help="score a saved model only")
     parser.add_argument("--predict", metavar="IMAGE", help="segment a PNG/JPEG with a saved model")
+    parser.add_argument("--export", metavar="DIR", type=Path,
+                        help="write the saved model as a TensorFlow SavedModel to a new folder")
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         flag = unknown[0].split("=")[0]
         close = difflib.get_close_matches(flag, [f"--{n}" for n in vars(args)], n=1)
         hint = f"did you mean {close[0]}? " if close else ""
         raise UsageError(f"unknown flag {flag}; {hint}`python main.py --help` lists them all")
-    given = {a[2:].split("=")[0] for a in argv if a.startswith("--")} & set(defaults)
+    given = {a[2:].split("=")[0].removeprefix("no-") for a in argv
+             if a.startswith("--")} & set(defaults)
     cfg = SimpleNamespace(**vars(args), given=given, argv=argv, chief=True)
     check_config(cfg)
     return cfg
@@ -68,7 +76,13 @@ def check_config(cfg):
     modes = [f"--{m}" for m in MODES if getattr(cfg, m)]
     if len(modes) > 1:
         raise UsageError(f"{' and '.join(modes)} exclude each other; give one of them")
+    own = bool(cfg.data_dir) and folders.is_folder(cfg.data_dir)  # images/ and masks/
     for name, allowed in CHOICES.items():
+        if name == "num_classes" and own:  # your own masks: 0..K-1, and 255 unlabelled
+            allowed = range(2, 256)
+            if cfg.num_classes not in allowed:
+                raise UsageError(f"--num_classes must be 2 to 255 for a folder of your own "
+                                 f"(255 marks unlabelled pixels), not {cfg.num_classes}")
         if getattr(cfg, name) not in allowed:
             raise UsageError(f"--{name} must be one of {', '.join(map(str, allowed))}, "
                              f"not {getattr(cfg, name)!r}")
@@ -103,11 +117,17 @@ def check_config(cfg):
         raise UsageError(f"digits of up to {round(cfg.digit_scale_max * cfg.digit_size)} pixels "
                          f"do not fit a {cfg.canvas}-pixel canvas; lower --digit_size or "
                          f"--digit_scale_max, or raise --canvas")
+    if own and cfg.source != "auto":
+        raise UsageError(f"{cfg.data_dir} holds your own images and masks, not the "
+                         f"{cfg.source} digits --source {cfg.source} names; leave --source out")
+    if cfg.tensorboard and cfg.strategy == "multiworker":
+        raise UsageError("--tensorboard works with the default and mirrored strategies; the "
+                         "multiworker loop writes log.csv only")
     if cfg.data_dir and cfg.source == "synthetic":
         raise UsageError("--source synthetic draws no files, so --data_dir would be ignored; "
                          "give one or the other")
     check_paths(cfg)
-    if not (cfg.evaluate or cfg.predict):
+    if not (cfg.evaluate or cfg.predict or cfg.export):
         check_memory("training", BASE_BYTES + cfg.batch_size * cfg.canvas ** 2 * (
             BYTES_PER_TRAIN_PIXEL + (cfg.eval_images + load_data.VALID_IMAGES)
             / cfg.batch_size * BYTES_PER_STORED_PIXEL),
@@ -125,9 +145,12 @@ def check_paths(cfg):
     if cfg.checkpoint.is_dir() or cfg.checkpoint.suffix != ".keras":
         raise UsageError(f"--checkpoint {cfg.checkpoint} must name a .keras file, the format "
                          f"Keras saves and loads whole models in")
-    if (cfg.evaluate or cfg.predict or cfg.resume) and not cfg.checkpoint.is_file():
+    if (cfg.evaluate or cfg.predict or cfg.export or cfg.resume) and not cfg.checkpoint.is_file():
         raise UsageError(f"no saved model at {cfg.checkpoint}; train one with `python main.py` "
                          f"or pass --checkpoint PATH")
+    if cfg.export and cfg.export.exists():
+        raise UsageError(f"--export {cfg.export} already exists; name a new folder, so that no "
+                         f"exported model is replaced")
 
 
 def check_memory(what, needed, advice):
@@ -151,8 +174,8 @@ def adopt_saved_settings(cfg, saved, mode, defaults):
     """
     names = DATA_SETTINGS if mode == "evaluate" else [n for n in saved if n in defaults
                                                       and n not in ("out_dir", "checkpoint")]
-    if "data_dir" in cfg.given and "source" not in cfg.given:
-        names = [n for n in names if n != "source"]  # a named folder means its real files
+    if ("data_dir" in cfg.given and "source" not in cfg.given) or saved.get("source") == "folder":
+        names = [n for n in names if n != "source"]  # a named folder means what it holds
     for name in names:
         if name not in saved:
             continue

@@ -1,14 +1,18 @@
-"""Train, evaluate and apply a segmentation model on MNIST digits over CIFAR-10 photos.
+"""Train, evaluate and apply a segmentation model on MNIST digits over CIFAR-10 photos,
+or on a folder of your own images and masks.
 
     python main.py                          train, score on the test set, pictures in im/
     python main.py --model dgcn --steps 1000   every constant below is a lower-case flag
+    python main.py --data_dir my_pictures   train on images/ and masks/ (see folders.py)
     python main.py --resume                 continue an interrupted run in --out_dir
     python main.py --evaluate               score the run in --out_dir again, with its own data
     python main.py --predict photo.jpg      segment your own picture with the run's model
+    python main.py --export served/         the run's model as a TensorFlow SavedModel
 """
 import contextlib
 import json
 import resource
+import shutil
 import signal
 import sys
 import time
@@ -19,6 +23,7 @@ import numpy as np
 import configurator
 import distributed
 import files
+import folders
 import load_data
 import metrics
 import model as model_lib
@@ -27,12 +32,15 @@ import predict
 import runs
 from configurator import UsageError
 from model import keras, tf  # model.py imports TensorFlow quietly
+import readers
 
 # data
-DATA_DIR = ""              # folder with mnist/ and cifar/; "": data/ beside main.py, if filled
+DATA_DIR = ""              # mnist/ and cifar/, or your images/ and masks/; "": data/ beside main.py
 SOURCE = "auto"            # auto | real | synthetic (font digits: a fresh clone needs no download)
-NUM_CLASSES = 2            # 2: background/digit; 11: background + which digit (label + 1)
+NUM_CLASSES = 2            # 2: background/digit; 11: background + which digit (label + 1);
+                           # a folder of your own: from its masks, unless given as a flag
 CANVAS = 32                # image side in pixels; 32 is the seed repository's protocol
+AUGMENT = True             # your own folder: random scales, crops, flips and colours (--no-augment)
 DIGIT_SIZE = 14            # MNIST digits are shrunk from 28x28 to this
 DIGITS_PER_IMAGE = 1       # more digits make busier scenes (later digits drawn on top)
 DIGIT_SCALE_MIN = 1.0      # digits resized by a random factor in [min, max]; 1, 1 keeps DIGIT_SIZE
@@ -58,6 +66,7 @@ CHECKPOINT = ""            # model file; empty means {OUT_DIR}/model.keras
 EVAL_IMAGES = 2000         # size of the fixed test set every model is scored on
 TEST_SEED = 2024           # draws the test set: the same images whatever SEED or MODEL is
 SAMPLE_ROWS = 6            # examples in samples_{model}.png
+TENSORBOARD = False        # also write Keras's TensorBoard logs to {OUT_DIR}/tensorboard
 
 HYPERPARAMETERS = {name.lower(): value for name, value in dict(globals()).items()
                    if name.isupper()}
@@ -74,8 +83,17 @@ def parse_config(argv=None):
 
 # ---- data -------------------------------------------------------------------
 
-def make_datagen(cfg, seed=None):
-    """The image/mask generator the config describes; seed defaults to the training SEED."""
+def make_datagen(cfg, seed=None, saved_split=None):
+    """The image/mask generator the config describes; seed defaults to the training SEED.
+
+    A --data_dir holding images/ and masks/ gives a folders.FolderData: your own pictures,
+    split by TEST_SEED (or saved_split, the run's own) and read batch by batch.
+    """
+    if cfg.data_dir and folders.is_folder(cfg.data_dir):
+        known = "num_classes" in cfg.given or cfg.resume or cfg.evaluate  # else: the masks say
+        return folders.FolderData(cfg.data_dir, cfg.canvas, cfg.num_classes if known else None,
+                                  cfg.seed if seed is None else seed, cfg.test_seed,
+                                  cfg.augment, saved_split)
     scale, angle = (cfg.digit_scale_min, cfg.digit_scale_max), (cfg.digit_angle_min,
                                                                  cfg.digit_angle_max)
     return load_data.Datagen(cfg.data_dir or None, canvas=cfg.canvas, digit_size=cfg.digit_size,
@@ -123,9 +141,11 @@ def compile_model(model, cfg):
     schedule = keras.optimizers.schedules.CosineDecay(
         cfg.learning_rate / 10, decay_steps=max(1, cfg.steps - warmup), alpha=0.01,
         warmup_target=cfg.learning_rate, warmup_steps=warmup)
-    tracked = [keras.metrics.MeanIoU(cfg.num_classes, sparse_y_pred=False, name="miou")]
+    tracked = [keras.metrics.MeanIoU(cfg.num_classes, sparse_y_pred=False, name="miou",
+                                     ignore_class=readers.IGNORE)]
     if cfg.num_classes == 2:
-        tracked.insert(0, keras.metrics.IoU(2, [1], sparse_y_pred=False, name="fg_iou"))
+        tracked.insert(0, keras.metrics.IoU(2, [1], sparse_y_pred=False, name="fg_iou",
+                                            ignore_class=readers.IGNORE))
     loss = model_lib.SegmentationLoss(cfg.num_classes, cfg.dice_weight)
     optimizer = keras.optimizers.Adam(schedule, clipnorm=cfg.clip_norm or None)
     model.compile(optimizer, loss, metrics=tracked)
@@ -190,10 +210,12 @@ def train(cfg, strategy, datagen, valid, finished=False):
         print(f"resuming {cfg.checkpoint} ({model.name}) at step {start}")
     print(f"training {model.name}: {model.count_params():,} parameters, "
           f"{cfg.steps} steps of {cfg.batch_size} images")
+    if cfg.chief:
+        runs.trim_log(cfg.out_dir / "log.csv", start // cfg.eval_every)
     writer = runs.RunWriter(cfg.checkpoint, cfg.out_dir / "log.csv")
     callbacks = [NanGuard()] + ([writer] if cfg.chief else [])
-    if cfg.chief:
-        runs.trim_log(writer.log_path, start // cfg.eval_every)
+    if cfg.tensorboard and cfg.chief:
+        callbacks.append(keras.callbacks.TensorBoard(cfg.out_dir / "tensorboard"))
     began = time.perf_counter()
     try:
         if cfg.strategy == "multiworker":
@@ -230,17 +252,19 @@ def run_training(cfg):
     if cfg.checkpoint.exists() and not (cfg.resume or cfg.overwrite):
         raise UsageError(f"{cfg.checkpoint} already holds a model; continue it with --resume, "
                          f"replace it with --overwrite, or choose another --checkpoint")
+    saved = {}
     if cfg.resume:
         saved = runs.saved_config(cfg.checkpoint) or {}
         configurator.adopt_saved_settings(cfg, saved, "resume", HYPERPARAMETERS)
         if state == "finished" and cfg.steps <= saved.get("steps", 0):
             raise UsageError(f"{cfg.out_dir} holds a finished run of {saved['steps']} steps; "
                              f"pass a larger --steps to train it further")
-    settings = settings_of(cfg)
-    print("config: " + " ".join(f"{k}={v}" for k, v in settings.items()))
     # The data is found before the folder is touched: a wrong --data_dir leaves no
     # run folder behind, and an --overwrite with one deletes nothing.
-    datagen = make_datagen(cfg)
+    datagen = make_datagen(cfg, saved_split=saved.get("split") if cfg.resume else None)
+    cfg.num_classes = datagen.num_classes  # a folder's masks may have said how many
+    settings = settings_of(cfg)
+    print("config: " + " ".join(f"{k}={v}" for k, v in settings.items()))
     print(f"data: {datagen.describe()}")
     strategy, cfg.chief = distributed.make_strategy(cfg.strategy, cfg.cpu_devices,
                                                     cfg.worker_timeout)
@@ -253,46 +277,82 @@ def run_training(cfg):
             for path in [cfg.checkpoint, *map(cfg.out_dir.joinpath, runs.RUN_FILES),
                          *cfg.out_dir.glob("eval_*.json")]:
                 path.unlink(missing_ok=True)
+            shutil.rmtree(cfg.out_dir / "tensorboard", ignore_errors=True)
         return _train_and_score(cfg, strategy, datagen, settings, finished=state == "finished")
 
 
 def _train_and_score(cfg, strategy, datagen, settings, finished):
+    folder = datagen.source == "folder"
     if cfg.chief:  # the run describes itself: the data as resolved, not only as asked
-        runs.write_json({**settings, "source": datagen.source,
-                         "data_dir": str(datagen.data_dir.resolve()) if datagen.source == "real"
-                         else "", "data": datagen.describe()}, cfg.out_dir / "config.json")
-    tests = make_datagen(cfg, seed=cfg.test_seed)  # which seed draws what: see load_data.py
-    test_images, test_masks = tests.test_set(cfg.eval_images)
-    valid = tests.test_set(min(load_data.VALID_IMAGES, cfg.eval_images), load_data.VALID_STREAM)
+        data_dir = str(datagen.data_dir.resolve()) if datagen.source != "synthetic" else ""
+        runs.write_json({**settings, "source": datagen.source, "data_dir": data_dir,
+                         "data": datagen.describe(),
+                         **({"split": datagen.split_names()} if folder else {})},
+                        cfg.out_dir / "config.json")
+    if folder:  # your own pictures: whole, of any size, read one by one when scored
+        tests, valid = datagen, datagen.valid_set()
+    else:
+        tests = make_datagen(cfg, seed=cfg.test_seed)  # which seed draws what: see load_data.py
+        test_images, test_masks = tests.test_set(cfg.eval_images)
+        valid = tests.test_set(min(load_data.VALID_IMAGES, cfg.eval_images),
+                               load_data.VALID_STREAM)
     model, seconds, trained = train(cfg, strategy, datagen, valid, finished)
     if not cfg.chief:
         print("this worker's part is done; the chief scores the model and writes the results")
         return None
     began = time.perf_counter()
     # Scored in training-sized batches: peak memory stays that of training, at any canvas.
-    scores = metrics.score(model, test_images, test_masks, cfg.num_classes, cfg.batch_size)
-    scores["inference_ms_per_image"] = 1000 * (time.perf_counter() - began) / len(test_images)
+    if folder:
+        scores = predict.score_pictures(model, tests.pictures("test"), cfg.num_classes,
+                                        cfg.batch_size)
+    else:
+        scores = metrics.score(model, test_images, test_masks, cfg.num_classes, cfg.batch_size)
+    scores["inference_ms_per_image"] = 1000 * (time.perf_counter() - began) / scores["n_images"]
     scores["train_seconds"] = round(seconds, 1)
     scores["train_images_per_second"] = trained * cfg.batch_size / seconds if seconds else None
     # ru_maxrss is in KiB on Linux: the peak memory of this whole process, TensorFlow included.
     scores["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    name, rows = model.name, slice(0, cfg.sample_rows)
-    preds = metrics.predict_logits(model, test_images[rows], cfg.batch_size).argmax(-1)
-    plots.samples(load_data.denormalize(test_images[rows]), test_masks[rows], preds,
-                  cfg.num_classes, f"{name} on the test set: foreground IoU "
-                  f"{scores['fg_iou']:.3f}, mean IoU {scores['miou']:.3f}",
-                  cfg.out_dir / f"samples_{name}.png")
+    draw_samples(model, cfg, datagen, tests if folder else (test_images, test_masks), scores)
     if not plots.learning_curves(cfg.out_dir / "log.csv", cfg.eval_every,
-                                 f"{name} learning curves",
-                                 cfg.out_dir / f"learning_curves_{name}.png"):
+                                 f"{model.name} learning curves",
+                                 cfg.out_dir / f"learning_curves_{model.name}.png"):
         print("note: the log has no finished interval, so there are no learning curves")
     load_data.save_grid(datagen, cfg.out_dir / "input_data.png")
     runs.write_json(scores, cfg.out_dir / "metrics.json")  # last: it marks the run finished
+    report(scores, folder)
+    print(f"trained in {seconds:.0f} s; wrote {cfg.checkpoint}, best.keras and the pictures in "
+          f"{cfg.out_dir}/")
+    return scores
+
+
+def draw_samples(model, cfg, datagen, tests, scores):
+    """samples_{model}.png: the first SAMPLE_ROWS test images, truth, prediction and errors."""
+    rows = cfg.sample_rows
+    if datagen.source == "folder":  # whole pictures, each of its own size
+        pairs = [pair for pair, _ in zip(tests.pictures("test"), range(rows))]
+        shown = [image / 255.0 for image, _ in pairs]
+        masks = [mask for _, mask in pairs]
+        preds = list(predict.segment_many(model, (image for image, _ in pairs), cfg.batch_size))
+        names = plots.class_names(cfg.num_classes, digits=False)
+    else:
+        images, masks = tests[0][:rows], tests[1][:rows]
+        shown = load_data.denormalize(images)
+        preds = metrics.predict_logits(model, images, cfg.batch_size).argmax(-1)
+        names = None
+    plots.samples(shown, masks, preds, cfg.num_classes, f"{model.name} on the test set: "
+                  f"foreground IoU {scores['fg_iou']:.3f}, mean IoU {scores['miou']:.3f}",
+                  cfg.out_dir / f"samples_{model.name}.png", names)
+
+
+def report(scores, per_class):
+    """The scores in one line, and (per_class) a line per class with its pixels."""
     print(f"test set ({scores['n_images']} images): foreground IoU {scores['fg_iou']:.4f}, "
           f"mean IoU {scores['miou']:.4f}, Dice {scores['dice']:.4f}, "
-          f"pixel accuracy {scores['pixel_accuracy']:.4f}; trained in {seconds:.0f} s")
-    print(f"wrote {cfg.checkpoint} and the pictures in {cfg.out_dir}/")
-    return scores
+          f"pixel accuracy {scores['pixel_accuracy']:.4f}")
+    if per_class:
+        for k, (iou, pixels) in enumerate(zip(scores["per_class_iou"], scores["class_pixels"])):
+            shown = "   n/a" if iou is None else f"{iou:.4f}"
+            print(f"  class {k:3d}: IoU {shown}  ({pixels:,} labelled pixels)")
 
 
 def run_evaluation(cfg):
@@ -304,21 +364,36 @@ def run_evaluation(cfg):
     else:
         configurator.adopt_saved_settings(cfg, saved, "evaluate", HYPERPARAMETERS)
     model = runs.load_checkpoint(cfg.checkpoint)
+    print(f"scoring {runs.describe_checkpoint(cfg.checkpoint)}")
     _, height, width, _ = model.input_shape
     cfg.canvas, cfg.num_classes = height, model.output_shape[-1]
-    datagen = make_datagen(cfg, seed=cfg.test_seed)
-    print(f"data: {datagen.describe()}")
-    images, masks = datagen.test_set(cfg.eval_images)
-    scores = metrics.score(model, images, masks, cfg.num_classes, cfg.batch_size)
-    data = Path(str(datagen.data_dir)).name if datagen.source == "real" else "synthetic"
+    if cfg.data_dir and folders.is_folder(cfg.data_dir):
+        # The run's own folder: its recorded test split. Any other folder: every pair in it.
+        own = saved and saved.get("data_dir") == str(Path(cfg.data_dir).resolve())
+        datagen = folders.FolderData(cfg.data_dir, cfg.canvas, cfg.num_classes, cfg.seed,
+                                     cfg.test_seed, saved_split=own and saved.get("split"),
+                                     score_all=not own)
+        print(f"data: {datagen.describe()}")
+        scores = predict.score_pictures(model, datagen.pictures("test"), cfg.num_classes,
+                                        cfg.batch_size)
+        cfg.eval_images = scores["n_images"]
+    else:
+        datagen = make_datagen(cfg, seed=cfg.test_seed)
+        print(f"data: {datagen.describe()}")
+        images, masks = datagen.test_set(cfg.eval_images)
+        scores = metrics.score(model, images, masks, cfg.num_classes, cfg.batch_size)
+    data = Path(str(datagen.data_dir)).name if datagen.source != "synthetic" else "synthetic"
     # Named for what it scored: any data setting that differs from the run's is in the name.
     other = "".join(f"_{name}{getattr(cfg, name):g}" for name in configurator.DATA_SETTINGS
                     if saved and name in saved and isinstance(saved[name], (int, float))
                     and name not in ("eval_images", "test_seed")
                     and getattr(cfg, name) != saved[name])
-    path = cfg.out_dir / f"eval_{data}_{cfg.eval_images}_images_seed{cfg.test_seed}{other}.json"
+    which = "" if cfg.checkpoint.name == "model.keras" else f"_{cfg.checkpoint.stem}"
+    path = cfg.out_dir / (f"eval_{data}_{cfg.eval_images}_images_seed{cfg.test_seed}{other}"
+                          f"{which}.json")
     with files.FolderLock(cfg.out_dir):
         runs.write_json(scores, path)
+    report(scores, per_class=True)
     print(f"wrote {path}")
     print(json.dumps(scores))
     return scores
@@ -328,8 +403,22 @@ def run_prediction(cfg):
     """Segment one picture of any size with the run's model (see predict.py)."""
     path = Path(cfg.predict)
     pixels = predict.read_image(path, max_pixels=predict.max_image_pixels())
-    return predict.segment_picture(runs.load_checkpoint(cfg.checkpoint), pixels, path.name,
-                                   cfg.out_dir, cfg.batch_size)
+    model = runs.load_checkpoint(cfg.checkpoint)
+    print(f"segmenting with {runs.describe_checkpoint(cfg.checkpoint)}")
+    saved = runs.saved_config(cfg.checkpoint) or {}
+    names = (plots.class_names(model.output_shape[-1], digits=False)
+             if saved.get("source") == "folder" else None)
+    return predict.segment_picture(model, pixels, path.name, cfg.out_dir, cfg.batch_size, names)
+
+
+def run_export(cfg):
+    """The run's model as a TensorFlow SavedModel in a new folder, served with no project code."""
+    model = runs.load_checkpoint(cfg.checkpoint)
+    print(f"exporting {runs.describe_checkpoint(cfg.checkpoint)}")
+    runs.export(model, cfg.export)
+    print(f"wrote {cfg.export}: call it with tf.saved_model.load({str(cfg.export)!r}).serve(x), "
+          f"x float32 images in [-1, 1] of shape (batch, {model.input_shape[1]}, "
+          f"{model.input_shape[2]}, 3); it returns logits (batch, H, W, {model.output_shape[-1]})")
 
 
 def main(argv=None):
@@ -339,6 +428,8 @@ def main(argv=None):
         cfg = parse_config(argv)
         if cfg.predict:
             run_prediction(cfg)
+        elif cfg.export:
+            run_export(cfg)
         elif cfg.evaluate:
             run_evaluation(cfg)
         else:
@@ -349,7 +440,8 @@ def main(argv=None):
     except (load_data.DataError, files.FileError) as error:
         kept = ""
         if (isinstance(error, files.FileError) and not isinstance(error, files.FolderBusy)
-                and cfg and cfg.checkpoint.is_file() and not (cfg.evaluate or cfg.predict)):
+                and cfg and cfg.checkpoint.is_file()
+                and not (cfg.evaluate or cfg.predict or cfg.export)):
             kept = f"; the last checkpoint is kept, and `{runs.continue_command(cfg)}` continues"
         print(f"error: {error}{kept}", file=sys.stderr)
         return 1
@@ -360,7 +452,7 @@ def main(argv=None):
               f"{runs.continue_command(cfg)}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        training = cfg and not (cfg.evaluate or cfg.predict)
+        training = cfg and not (cfg.evaluate or cfg.predict or cfg.export)
         if training and cfg.checkpoint.is_file():
             print(f"\ninterrupted; the checkpoint is kept; continue with: "
                   f"{runs.continue_command(cfg)}", file=sys.stderr)

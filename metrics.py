@@ -1,7 +1,11 @@
-"""Segmentation metrics, computed once over a whole data set from one confusion matrix."""
+"""Segmentation metrics, computed once over a whole data set from one confusion matrix.
+
+Pixels whose mask says readers.IGNORE (255, "not labelled") count nowhere.
+"""
 import numpy as np
 
 from model import keras
+from readers import IGNORE
 
 
 def predict_logits(model, images, batch_size=64):
@@ -13,7 +17,7 @@ def predict_logits(model, images, batch_size=64):
 def confusion_matrix(model, images, masks, num_classes, batch_size=64, loss_fn=None):
     """One Keras MeanIoU confusion matrix over all the images (rows = truth) and, with
     loss_fn, the mean loss per image from the same forward passes (else None)."""
-    miou, loss = keras.metrics.MeanIoU(num_classes), 0.0
+    miou, loss = keras.metrics.MeanIoU(num_classes, ignore_class=IGNORE), 0.0
     for i in range(0, len(images), batch_size):
         logits = model(images[i:i + batch_size], training=False)     # (B, H, W, K)
         miou.update_state(masks[i:i + batch_size], keras.ops.argmax(logits, axis=-1))
@@ -38,7 +42,8 @@ def metrics_from_confusion(cm, n_images):
     return {"fg_iou": float(tp / max(tp + fp + fn, 1)),
             "miou": float(np.mean([iou for iou in per_class if iou is not None])),
             "per_class_iou": per_class, "dice": float(2 * tp / max(2 * tp + fp + fn, 1)),
-            "pixel_accuracy": float(np.trace(cm) / cm.sum()), "n_images": n_images}
+            "pixel_accuracy": float(np.trace(cm) / cm.sum()), "n_images": n_images,
+            "class_pixels": [int(n) for n in cm.sum(1)]}
 
 
 def interval_logs(loss, confusion, num_classes, prefix=""):

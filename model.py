@@ -35,6 +35,7 @@ from graph_ops import chebyshev, depthwise, sparse_matmul
 from graphs import (DIRECTIONS, check_connectivity, cluster_mean, direction_adjacencies,
                     gcn_propagation, grid_pyramid, grid_stencil, normalized_laplacian,
                     rescaled_laplacian)
+from readers import IGNORE
 from tf_quiet import keras, tf
 
 
@@ -399,12 +400,17 @@ class SegmentationLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         y_true = keras.ops.cast(y_true, "int32")                      # (B, H, W)
-        ce = keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
-        ce = keras.ops.mean(ce, axis=(1, 2))                          # (B,)
+        # Unlabelled pixels (IGNORE) count in neither term. Dividing by the labelled
+        # share keeps a fully labelled image's loss bit for bit the plain mean.
+        labelled = keras.ops.cast(keras.ops.not_equal(y_true, IGNORE), y_pred.dtype)
+        share = keras.ops.maximum(keras.ops.mean(labelled, axis=(1, 2)), 1e-9)   # (B,)
+        ce = keras.losses.sparse_categorical_crossentropy(
+            y_true, y_pred, from_logits=True, ignore_class=IGNORE)
+        ce = keras.ops.mean(ce * labelled, axis=(1, 2)) / share       # (B,)
         if not self.dice_weight:
             return ce
-        probs = keras.ops.softmax(y_pred)[..., 1:]                    # (B, H, W, K-1)
-        truth = keras.ops.one_hot(y_true, self.num_classes)[..., 1:]  # (B, H, W, K-1)
+        probs = keras.ops.softmax(y_pred)[..., 1:] * labelled[..., None]  # (B, H, W, K-1)
+        truth = keras.ops.one_hot(y_true, self.num_classes)[..., 1:]  # IGNORE: all zeros
         overlap = keras.ops.sum(probs * truth, axis=(1, 2, 3))
         total = keras.ops.sum(probs + truth, axis=(1, 2, 3))
         dice = (2 * overlap + 1) / (total + 1)  # +1: an image without digits scores 1, not 0/0

@@ -4,6 +4,7 @@ import csv
 import numpy as np
 
 import files
+from readers import IGNORE
 
 
 def subplots(rows=1, cols=1, **kwargs):
@@ -20,53 +21,69 @@ def save(fig, path, dpi=100):
 
 
 def class_colours(num_classes):
-    """(K, 3) RGB: black background; white digits, or a distinct colour per digit class."""
+    """(K, 3) RGB: black background; white for one class, else a distinct colour per class."""
     import matplotlib
     if num_classes == 2:
         return np.array([(0.0, 0.0, 0.0), (1.0, 1.0, 1.0)])
-    tab10 = [matplotlib.colormaps["tab10"](i)[:3] for i in range(10)]
-    return np.array([(0.0, 0.0, 0.0)] + tab10)[:num_classes]
+    palette = "tab10" if num_classes <= 11 else "tab20" if num_classes <= 21 else "turbo"
+    cmap = matplotlib.colormaps[palette]
+    steps = range(num_classes - 1) if palette != "turbo" else np.linspace(0, 1, num_classes - 1)
+    return np.array([(0.0, 0.0, 0.0)] + [cmap(i)[:3] for i in steps])
 
 
 def colour_mask(mask, num_classes):
-    return class_colours(num_classes)[mask]                        # (H, W, 3)
+    """(H, W, 3) RGB of a mask; unlabelled pixels (IGNORE) mid grey."""
+    table = np.full((256, 3), 0.5)
+    table[:num_classes] = class_colours(num_classes)
+    return table[mask]
 
 
-def class_legend(fig, num_classes):
-    """A legend naming each class colour, under the panels (11 classes only)."""
+def class_names(num_classes, digits=True):
+    """A name per class: the digits of the 11-class protocol, or class 1, class 2, ..."""
+    if digits and num_classes == 11:
+        return ["background"] + [f"digit {k}" for k in range(10)]
+    return ["background"] + [f"class {k}" for k in range(1, num_classes)]
+
+
+def class_legend(fig, num_classes, names=None):
+    """A legend naming each class colour, under the panels (more than two classes only)."""
     from matplotlib.patches import Patch
-    handles = [Patch(color=c, label="background" if k == 0 else f"digit {k - 1}")
-               for k, c in enumerate(class_colours(num_classes))]
+    names = names or class_names(num_classes)
+    handles = [Patch(color=c, label=name) for c, name in zip(class_colours(num_classes), names)]
     fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=8)
 
 
 def error_overlay(image, truth, pred):
-    """Grey image; missed digit pixels blue, false digit pixels red, wrong digit yellow."""
+    """Grey image; missed pixels blue, false alarms red, wrong class yellow, unlabelled as is."""
     grey = np.repeat(image.mean(-1, keepdims=True), 3, -1) * 0.6   # (H, W, 3)
-    grey[(truth > 0) & (pred == 0)] = (0.2, 0.4, 1.0)
-    grey[(truth == 0) & (pred > 0)] = (1.0, 0.2, 0.2)
-    grey[(truth > 0) & (pred > 0) & (truth != pred)] = (1.0, 0.9, 0.1)
+    labelled = truth != IGNORE
+    grey[labelled & (truth > 0) & (pred == 0)] = (0.2, 0.4, 1.0)
+    grey[labelled & (truth == 0) & (pred > 0)] = (1.0, 0.2, 0.2)
+    grey[labelled & (truth > 0) & (pred > 0) & (truth != pred)] = (1.0, 0.9, 0.1)
     return grey
 
 
-def samples(shown, masks, preds, num_classes, title, path):
-    """Rows of input | ground truth | prediction | errors; shown are RGB images in [0, 1]."""
+def samples(shown, masks, preds, num_classes, title, path, names=None):
+    """Rows of input | ground truth | prediction | errors; shown are RGB images in [0, 1],
+    each row's of any size."""
     rows = len(shown)
     fig, axes = subplots(rows, 4, figsize=(8, 2.2 * rows + 1.0), squeeze=False)
     for r in range(rows):
-        inter = ((masks[r] > 0) & (preds[r] > 0)).sum()
-        union = ((masks[r] > 0) | (preds[r] > 0)).sum()
+        labelled = masks[r] != IGNORE
+        inter = ((masks[r] > 0) & (preds[r] > 0) & labelled).sum()
+        union = (((masks[r] > 0) | (preds[r] > 0)) & labelled).sum()
         panels = (shown[r], colour_mask(masks[r], num_classes),
                   colour_mask(preds[r], num_classes), error_overlay(shown[r], masks[r], preds[r]))
-        names = ("input", "ground truth", "prediction",
-                 f"errors (IoU {inter / union:.2f})" if union else "errors")
-        for ax, panel, name in zip(axes[r], panels, names):
+        titles = ("input", "ground truth", "prediction",
+                  f"errors (IoU {inter / union:.2f})" if union else "errors")
+        for ax, panel, name in zip(axes[r], panels, titles):
             ax.imshow(panel, interpolation="nearest")
             ax.set_title(name, fontsize=9)
             ax.axis("off")
     if num_classes > 2:
-        class_legend(fig, num_classes)
-    fig.suptitle(title + "\nerrors: blue = missed digit, red = false digit, yellow = wrong digit",
+        class_legend(fig, num_classes, names)
+    fig.suptitle(title + "\nerrors: blue = missed, red = false alarm, yellow = wrong class"
+                 + (", grey = unlabelled" if any((m == IGNORE).any() for m in masks) else ""),
                  fontsize=9)
     fig.tight_layout(rect=(0, 0.05 if num_classes > 2 else 0, 1, 1))
     save(fig, path)
@@ -96,7 +113,7 @@ def learning_curves(log_path, eval_every, title, path):
     return True
 
 
-def prediction(shown, pred, num_classes, title, path):
+def prediction(shown, pred, num_classes, title, path, names=None):
     """image | predicted mask | overlay for one image of any size."""
     overlay = shown * 0.5 + colour_mask(pred, num_classes) * 0.5
     fig, axes = subplots(1, 3, figsize=(12, 4.3))
@@ -106,7 +123,7 @@ def prediction(shown, pred, num_classes, title, path):
         ax.set_title(name)
         ax.axis("off")
     if num_classes > 2:
-        class_legend(fig, num_classes)
+        class_legend(fig, num_classes, names)
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.06 if num_classes > 2 else 0, 1, 0.95))
     save(fig, path)

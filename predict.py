@@ -6,82 +6,120 @@ scale and the tiles' logits are blended: memory stays bounded at any image size.
 """
 import os
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 import files
 import load_data
+import metrics
 import plots
+import readers
 from configurator import BASE_BYTES, UsageError
 from model import keras
+from readers import IGNORE
 
 
 def read_image(path, max_pixels):
-    """(H, W, 3) uint8 RGB of a PNG/JPEG as the eye sees it, or one sentence why not."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-    bad = load_data.DataError
+    """(H, W, 3) uint8 RGB of the picture at path (see readers.read_image), or one sentence."""
     if not path.exists():
         raise UsageError(f"{path} does not exist; pass the path of a PNG or JPEG")
     if path.is_dir():
         raise UsageError(f"{path} is a folder; pass the path of a PNG or JPEG")
-    # PIL refuses twice this before decoding anything; its limit is put back after.
-    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_pixels
-    try:
-        # The filter is on before open(), which is where PIL warns of a large header.
-        with warnings.catch_warnings(action="ignore", category=Image.DecompressionBombWarning), \
-                Image.open(path) as picture:
-            if picture.width * picture.height > max_pixels:  # known from the header alone
-                raise bad(f"{path} is {picture.width}x{picture.height} pixels, more than the "
-                          f"{max_pixels:,} that fit in memory here; shrink it first")
-            picture = ImageOps.exif_transpose(picture)
-            if picture.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float grey
-                grey = np.asarray(picture, np.float64)
-                top = 65535.0 if picture.mode != "F" else max(float(grey.max()), 1e-12)
-                grey = np.clip(grey / top * 255, 0, 255).astype(np.uint8)
-                return np.repeat(grey[..., None], 3, axis=-1)
-            return np.asarray(picture.convert("RGB"))
-    except PermissionError:
-        raise bad(f"{path} cannot be read (permission denied); fix its permissions") from None
-    except Image.DecompressionBombError:
-        raise bad(f"{path} claims more than {2 * max_pixels:,} pixels, too many to decode "
-                  f"safely here; shrink it first") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):  # SyntaxError: PIL's
-        raise bad(f"{path} is not a readable image; pass a PNG or JPEG") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
+    return readers.read_image(path, max_pixels)
+
+
+def segment_many(model, pictures, batch_size, progress=None):
+    """The (H, W) class map of each picture ((H, W, 3) uint8, any size), in order.
+
+    Each picture is cut into overlapping tiles of the model's canvas, tiles of
+    consecutive pictures share batches, and each tile's logits are weighted by a
+    window that falls towards its edges, where the model sees least context, then
+    averaged: memory grows with the largest picture, not more. A picture of the
+    canvas's own size is one tile, so its map is the model's output as it is.
+    progress(n) is called with the number of tiles done.
+    """
+    side, num_classes = model.input_shape[1], model.output_shape[-1]
+    ramp = np.minimum(np.arange(side) + 1, side - np.arange(side)) / (side / 2)
+    window = np.outer(ramp, ramp).astype(np.float32)[..., None]        # (S, S, 1)
+    waiting, tiles, places, done = [], [], [], 0  # pictures not yet whole; the next batch
+
+    def run_batch():
+        logits = model(np.stack(tiles), training=False).numpy()         # (B, S, S, K)
+        for (blend, y, x), tile in zip(places, logits):
+            blend["total"][y:y + side, x:x + side] += tile * window
+            blend["weight"][y:y + side, x:x + side] += window
+            blend["left"] -= 1
+        tiles.clear()
+        places.clear()
+
+    def finished():
+        while waiting and not waiting[0]["left"]:
+            blend = waiting.pop(0)
+            height, width = blend["size"]
+            yield (blend["total"] / blend["weight"])[:height, :width].argmax(-1)
+
+    for pixels in pictures:
+        image, corners = _tiles(pixels, side)
+        blend = {"size": pixels.shape[:2], "left": len(corners),
+                 "total": np.zeros((*image.shape[:2], num_classes), np.float32),
+                 "weight": np.zeros((*image.shape[:2], 1), np.float32)}
+        waiting.append(blend)
+        for y, x in corners:
+            tiles.append(image[y:y + side, x:x + side])
+            places.append((blend, y, x))
+            if len(tiles) == batch_size:
+                run_batch()
+                done += batch_size
+                if progress:
+                    progress(done)
+                yield from finished()
+    if tiles:
+        done += len(tiles)
+        run_batch()
+        if progress:
+            progress(done)
+    yield from finished()
+
+
+def _corners(height, width, side):
+    """(pad_h, pad_w, [(top, left)] of each tile) for a picture of that size."""
+    stride = max(1, side // 2)
+    pad_h = max(side, -(-(height - side) // stride) * stride + side) - height
+    pad_w = max(side, -(-(width - side) // stride) * stride + side) - width
+    return pad_h, pad_w, [(y, x) for y in range(0, height + pad_h - side + 1, stride)
+                          for x in range(0, width + pad_w - side + 1, stride)]
+
+
+def _tiles(pixels, side):
+    """(the picture normalized and padded to whole tiles, [(top, left)] of each tile)."""
+    height, width = pixels.shape[:2]
+    pad_h, pad_w, corners = _corners(height, width, side)
+    mode = "reflect" if min(height, width) > max(pad_h, pad_w) else "edge"
+    return np.pad(load_data.normalize(pixels), ((0, pad_h), (0, pad_w), (0, 0)),
+                  mode=mode), corners
 
 
 def segment_tiled(model, pixels, batch_size):
-    """(H, W) class map of an image of any size, by overlapping tiles of the model's canvas.
+    """((H, W) class map of one picture of any size, its number of tiles), with a progress bar."""
+    count = len(_corners(*pixels.shape[:2], model.input_shape[1])[2])
+    bar = keras.utils.Progbar(count, verbose=1 if sys.stdout.isatty() else 0)
+    return next(segment_many(model, [pixels], batch_size, bar.update)), count
 
-    Each tile's logits are weighted by a window that falls towards its edges, where
-    the model sees least context, and averaged: memory grows with the image, not more.
-    """
-    side = model.input_shape[1]
-    stride = max(1, side // 2)
-    height, width = pixels.shape[:2]
-    pad_h = max(side, -(-(height - side) // stride) * stride + side) - height
-    pad_w = max(side, -(-(width - side) // stride) * stride + side) - width
-    mode = "reflect" if min(height, width) > max(pad_h, pad_w) else "edge"
-    image = np.pad(load_data.normalize(pixels), ((0, pad_h), (0, pad_w), (0, 0)), mode=mode)
-    ramp = np.minimum(np.arange(side) + 1, side - np.arange(side)) / (side / 2)
-    window = np.outer(ramp, ramp).astype(np.float32)[..., None]      # (S, S, 1)
-    total = np.zeros((*image.shape[:2], model.output_shape[-1]), np.float32)
-    weight = np.zeros((*image.shape[:2], 1), np.float32)
-    corners = [(y, x) for y in range(0, image.shape[0] - side + 1, stride)
-               for x in range(0, image.shape[1] - side + 1, stride)]
-    bar = keras.utils.Progbar(len(corners), verbose=1 if sys.stdout.isatty() else 0)
-    for i in range(0, len(corners), batch_size):
-        batch = corners[i:i + batch_size]
-        tiles = np.stack([image[y:y + side, x:x + side] for y, x in batch])
-        logits = model(tiles, training=False).numpy()                # (B, S, S, K)
-        for (y, x), tile in zip(batch, logits):
-            total[y:y + side, x:x + side] += tile * window
-            weight[y:y + side, x:x + side] += window
-        bar.update(min(i + batch_size, len(corners)))
-    return (total / weight)[:height, :width].argmax(-1), len(corners)
+
+def score_pictures(model, pictures, num_classes, batch_size=64):
+    """Dataset-level metrics over whole pictures of any size: (image, mask) pairs, read
+    one at a time and segmented tile by tile (segment_many)."""
+    miou, masks, count = keras.metrics.MeanIoU(num_classes, ignore_class=IGNORE), [], 0
+
+    def images():
+        for image, mask in pictures:
+            masks.append(mask)
+            yield image
+    for pred in segment_many(model, images(), batch_size):
+        miou.update_state(masks.pop(0).ravel(), pred.ravel())
+        count += 1
+    return metrics.metrics_from_confusion(miou.total_cm.numpy(), count)
 
 
 def max_image_pixels():
@@ -90,7 +128,7 @@ def max_image_pixels():
     return int(max(available / 2 - BASE_BYTES, 0) // 150)
 
 
-def segment_picture(model, pixels, name, out_dir, batch_size):
+def segment_picture(model, pixels, name, out_dir, batch_size, names=None):
     """Segment an (H, W, 3) uint8 picture and draw image | mask | overlay into out_dir."""
     num_classes, side = model.output_shape[-1], model.input_shape[1]
     pred, tiles = segment_tiled(model, pixels, batch_size)
@@ -101,6 +139,7 @@ def segment_picture(model, pixels, name, out_dir, batch_size):
     step = max(1, max(height, width) // 1200)  # the picture shows no more than this anyway
     with files.FolderLock(out_dir):
         plots.prediction(pixels[::step, ::step] / 255.0, pred[::step, ::step], num_classes,
-                         f"{name}: {model.name}, {(pred > 0).mean():.1%} of pixels digit", out)
+                         f"{name}: {model.name}, {(pred > 0).mean():.1%} of pixels "
+                         f"{'digit' if names is None else 'not background'}", out, names)
     print(f"wrote {out}")
     return pred

@@ -1,14 +1,16 @@
-"""Read the original MNIST and CIFAR-10 files of a data folder safely, before spending memory.
+"""Read data files safely, before spending memory: MNIST, CIFAR-10, pictures and masks.
 
 A file's header can claim more than its bytes hold, and a pickle can ask for any
 object or any size of array: every check here runs before memory is spent on it.
-MNIST is parsed with python-mnist; CIFAR-10 batches with a restricted unpickler.
+MNIST is parsed with python-mnist; CIFAR-10 batches with a restricted unpickler;
+pictures and masks with Pillow, which reads their size from the header alone.
 """
 import functools
 import gzip
 import math
 import pickle
 import struct
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -21,6 +23,7 @@ CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_FOLDER = "cifar-10-batches-py"  # what the official tarball extracts to
 CIFAR_BATCH = (10_000, 3072)  # the most images a CIFAR-10 batch file holds, bytes per image
 CIFAR_FILE_LIMIT = 64 << 20  # Python 3's protocol 2 stores bytes as UTF-8: a full batch < 62 MB
+IGNORE = 255  # a mask value no loss or metric counts: "not labelled" (Pascal VOC's convention)
 MNIST_FIX = "replace it with a good copy (`python download.py`)"
 CIFAR_FIX = "delete it and download CIFAR-10 again (`python download.py`)"
 
@@ -275,3 +278,77 @@ def stamp(data_dir):
     """(path, size, mtime) of every file under data_dir: it changes whenever the data does."""
     paths = sorted(p for p in Path(data_dir).glob("*/**/*") if p.is_file())
     return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
+
+
+# ---------------------------------------------------------------- pictures and masks
+
+def _open_picture(path, max_pixels):
+    """PIL's image of path, its pixel count checked from the header before any decoding."""
+    from PIL import Image
+    # PIL refuses twice this before decoding anything; its limit is put back after.
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_pixels
+    try:
+        # The filter is on before open(), which is where PIL warns of a large header.
+        with warnings.catch_warnings(action="ignore", category=Image.DecompressionBombWarning):
+            picture = Image.open(path)
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    if picture.width * picture.height > max_pixels:
+        picture.close()
+        raise DataError(f"{path} is {picture.width}x{picture.height} pixels, more than the "
+                        f"{max_pixels:,} that fit in memory here; shrink it first")
+    return picture
+
+
+def _read(path, max_pixels, convert):
+    """convert(upright PIL image) for the picture at path, or one sentence why not."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+    try:
+        with _open_picture(path, max_pixels) as picture:
+            return convert(picture, lambda: ImageOps.exif_transpose(picture))
+    except DataError:
+        raise
+    except PermissionError:
+        raise DataError(f"{path} cannot be read (permission denied); fix its permissions") from None
+    except Image.DecompressionBombError:
+        raise DataError(f"{path} claims more than {2 * max_pixels:,} pixels, too many to decode "
+                        f"safely here; shrink it first") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):  # SyntaxError: PIL's
+        raise DataError(f"{path} is not a readable image; pass a PNG or JPEG") from None
+
+
+def read_image(path, max_pixels):
+    """(H, W, 3) uint8 RGB of a PNG/JPEG as the eye sees it (EXIF orientation, 16-bit,
+    palette and alpha handled), or one sentence why not."""
+    def convert(picture, upright):
+        picture = upright()
+        if picture.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float grey
+            grey = np.asarray(picture, np.float64)
+            top = 65535.0 if picture.mode != "F" else max(float(grey.max()), 1e-12)
+            grey = np.clip(grey / top * 255, 0, 255).astype(np.uint8)
+            return np.repeat(grey[..., None], 3, axis=-1)
+        return np.asarray(picture.convert("RGB"))
+    return _read(path, max_pixels, convert)
+
+
+def read_mask(path, max_pixels):
+    """(H, W) uint8 class indices of a mask PNG (mode L, P or 1), upright, or one sentence."""
+    def convert(picture, upright):
+        if picture.format != "PNG":
+            raise DataError(f"{path} is a {picture.format} file; save masks as PNG, whose "
+                            f"pixels stay exactly the class numbers written")
+        if picture.mode not in ("L", "P", "1"):
+            raise DataError(f"{path} is a {picture.mode} picture, but a mask holds one class "
+                            f"number per pixel; save it as an 8-bit greyscale or palette PNG "
+                            f"(mode L or P)")
+        return np.asarray(upright(), np.uint8)
+    return _read(path, max_pixels, convert)
+
+
+def picture_size(path, max_pixels):
+    """(height, width) of a picture as the eye sees it (after EXIF orientation), from its
+    header alone."""
+    def convert(picture, upright):
+        turned = picture.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # a quarter turn
+        return (picture.width, picture.height) if turned else (picture.height, picture.width)
+    return _read(path, max_pixels, convert)

@@ -1,12 +1,16 @@
 """The run folder: its config.json, checkpoint and log, written so that no finished run is lost.
 
-A run folder holds model.keras (weights, optimizer, step), config.json (every
+A run folder holds model.keras (weights, optimizer, step), best.keras (the model
+of the interval that scored best on the validation images), config.json (every
 setting, the data as resolved), log.csv (a row per interval), metrics.json
-(written last: it marks the run finished), eval_*.json and the pictures.
+(written last: it marks the run finished), eval_*.json, the pictures and, if asked
+for, tensorboard/.
 """
 import contextlib
+import csv
 import json
 import shlex
+import shutil
 import signal
 import zipfile
 from pathlib import Path
@@ -16,7 +20,8 @@ import load_data
 import model as model_lib
 from model import keras  # model.py imports TensorFlow quietly
 
-RUN_FILES = ("model.keras", "config.json", "log.csv", "metrics.json")
+RUN_FILES = ("model.keras", "best.keras", "config.json", "log.csv", "metrics.json")
+BEST = "val_miou"  # what picks best.keras: the mean IoU on the validation images
 
 
 def state(folder):
@@ -58,7 +63,7 @@ def load_checkpoint(path):
     shape_in, shape_out = model.input_shape, model.output_shape
     if not (model.name in model_lib.MODELS and isinstance(shape_in, tuple) and len(shape_in) == 4
             and shape_in[-1] == 3 and tuple(shape_out[:3]) == tuple(shape_in[:3])
-            and shape_out[-1] in load_data.CLASS_COUNTS):
+            and 2 <= shape_out[-1] <= 255):
         raise load_data.DataError(f"{path} is a Keras model but not one of this project's "
                                   f"segmentation models ({', '.join(model_lib.MODELS)}); pass "
                                   f"a model.keras that `python main.py` wrote")
@@ -71,10 +76,27 @@ def save_model(model, path):
         model.save(tmp)
 
 
-class RunWriter(keras.callbacks.Callback):
-    """At each interval's end: the log with that interval's row, then the checkpoint.
+def export(model, folder):
+    """model.export (Keras) as a TensorFlow SavedModel at folder, which appears whole or not
+    at all: written beside it under a temporary name, then renamed."""
+    folder = Path(folder)
+    temporary = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(temporary, ignore_errors=True)  # a leftover of an export that was killed
+    try:
+        model.export(str(temporary), verbose=False)
+        temporary.rename(folder)
+    except OSError as e:
+        raise files.FileError(f"could not write {folder} ({e.strerror or e}); free some space "
+                              f"or choose another --export folder") from None
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
 
-    Both files are rewritten whole and atomically (keras.callbacks.CSVLogger appends in
+
+class RunWriter(keras.callbacks.Callback):
+    """At each interval's end: the log with that interval's row, then the checkpoint, and
+    best.keras beside it when the interval beats every earlier one on validation.
+
+    All are rewritten whole and atomically (keras.callbacks.CSVLogger appends in
     place, so a crash could leave half a row). The log may run one row ahead of the
     checkpoint, never behind: --resume drops the rows past the checkpoint (trim_log).
     """
@@ -82,7 +104,9 @@ class RunWriter(keras.callbacks.Callback):
     def __init__(self, checkpoint, log_path):
         super().__init__()
         self.checkpoint, self.log_path = Path(checkpoint), Path(log_path)
+        self.best_path = self.checkpoint.with_name("best.keras")
         self.saved_step = None
+        self.best = best_logged(self.log_path)
 
     def on_epoch_end(self, epoch, logs=None):
         keys = sorted(logs)
@@ -93,6 +117,28 @@ class RunWriter(keras.callbacks.Callback):
             files.write_text(self.log_path, "\n".join(lines) + "\n")
             save_model(self.model, self.checkpoint)
             self.saved_step = int(self.model.optimizer.iterations.numpy())
+        if BEST in logs and (self.best is None or logs[BEST] > self.best):
+            self.best = float(logs[BEST])
+            save_model(self.model, self.best_path)
+
+
+def best_logged(log_path):
+    """The best validation score in a run's log so far, or None."""
+    if not Path(log_path).is_file():
+        return None
+    with open(log_path) as f:
+        scores = [float(row[BEST]) for row in csv.DictReader(f) if row.get(BEST)]
+    return max(scores, default=None)
+
+
+def describe_checkpoint(path):
+    """Which model a file holds, in words: the last checkpoint, or the best on validation."""
+    path = Path(path)
+    if path.name == "best.keras":
+        return f"{path} (the interval that scored best on the validation images)"
+    best = path.with_name("best.keras")
+    also = f"; {best} holds the one best on validation" if best.is_file() else ""
+    return f"{path} (the last checkpoint{also})"
 
 
 @contextlib.contextmanager

@@ -270,7 +270,11 @@ def crop(picture, mask, canvas, top, left, scale=1.0, flip=False, colour=None):
     inside = ((rows >= 0) & (rows < height))[:, None] & ((cols >= 0) & (cols < width))[None, :]
     labels = mask[np.clip(rows, 0, height - 1)][:, np.clip(cols, 0, width - 1)].astype(np.int32)
     labels[~inside] = IGNORE
-    image = _bilinear(picture, ys, xs)
+    if scale == 1 and top == int(top) and left == int(left):  # the picture's own pixels
+        image = picture[np.clip(rows, 0, height - 1)][:, np.clip(cols, 0, width - 1)]
+        image = image.astype(np.float32)
+    else:
+        image = _bilinear(picture, ys, xs)
     image[~inside] = 0.0
     if colour is not None:
         shift, contrast, saturation = colour

@@ -303,9 +303,12 @@ def _open_picture(path, max_pixels):
 def _read(path, max_pixels, convert):
     """convert(upright PIL image) for the picture at path, or one sentence why not."""
     from PIL import Image, ImageOps, UnidentifiedImageError
+    def upright(picture):  # most pictures need no turning, and then no copy
+        turned = picture.getexif().get(0x0112, 1) != 1
+        return ImageOps.exif_transpose(picture) if turned else picture
     try:
         with _open_picture(path, max_pixels) as picture:
-            return convert(picture, lambda: ImageOps.exif_transpose(picture))
+            return convert(picture, lambda: upright(picture))
     except DataError:
         raise
     except PermissionError:

@@ -267,7 +267,9 @@ def run_training(cfg):
     datagen = make_datagen(cfg, saved_split=saved.get("split") if cfg.resume else None)
     cfg.num_classes = datagen.num_classes  # a folder's masks may have said how many
     settings = settings_of(cfg)
-    print("config: " + " ".join(f"{k}={v}" for k, v in settings.items()))
+    shown = {k: v for k, v in settings.items()  # a folder has no digits to set
+             if not (datagen.source == "folder" and k.startswith("digit"))}
+    print("config: " + " ".join(f"{k}={v}" for k, v in shown.items()))
     print(f"data: {datagen.describe()}")
     strategy, cfg.chief = distributed.make_strategy(cfg.strategy, cfg.cpu_devices,
                                                     cfg.worker_timeout)

@@ -172,6 +172,10 @@ def adopt_saved_settings(cfg, saved, mode, defaults):
     For --evaluate, a flag that differs is kept and said aloud; for --resume it is
     refused unless it leaves the training unchanged (more steps, other devices).
     """
+    where = cfg.data_dir if "data_dir" in cfg.given else saved.get("data_dir", "")
+    if saved.get("source") == "folder" and not folders.is_folder(where):
+        raise load_data.DataError(f"{where} does not hold the run's images/ and masks/; pass "
+                                  f"--data_dir where the folder is now")
     names = DATA_SETTINGS if mode == "evaluate" else [n for n in saved if n in defaults
                                                       and n not in ("out_dir", "checkpoint")]
     if ("data_dir" in cfg.given and "source" not in cfg.given) or saved.get("source") == "folder":

@@ -336,6 +336,8 @@ def test_evaluate_uses_the_recorded_split_and_says_which_model(folder_run, capsy
                                     "--checkpoint", out / "best.keras")
     assert status == 0 and json.loads(stdout.strip().splitlines()[-1])["n_images"] == 4, err
     assert (out / "eval_other_4_images_seed2024_best.json").is_file()
+    status, _, err = call_main(capsys, "--evaluate", "--out_dir", out, "--data_dir", tmp_path)
+    assert status == 1 and "does not hold the run's images/ and masks/" in one_sentence(err)
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ from pathlib import Path
 import files
 import load_data
 import model as model_lib
+from configurator import UsageError
 from model import keras  # model.py imports TensorFlow quietly
 
 RUN_FILES = ("model.keras", "best.keras", "config.json", "log.csv", "metrics.json")
@@ -79,6 +80,10 @@ def save_model(model, path):
 def export(model, folder):
     """model.export (Keras) as a TensorFlow SavedModel at folder, which appears whole or not
     at all: written beside it under a temporary name, then renamed."""
+    if any(isinstance(layer, model_lib.RegionGraph) for layer in model.layers):
+        raise UsageError(f"{model.name} cannot be exported: it builds its region graphs with "
+                         f"numpy (SLIC) inside the model, which a SavedModel cannot hold; serve "
+                         f"its .keras file with model.py instead")
     folder = Path(folder)
     temporary = folder.with_name(f".{folder.name}.partial")
     shutil.rmtree(temporary, ignore_errors=True)  # a leftover of an export that was killed

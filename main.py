@@ -48,7 +48,7 @@ DIGIT_SCALE_MAX = 1.0
 DIGIT_ANGLE_MIN = 0.0      # digits turned by a random angle in [min, max] degrees, masks with them
 DIGIT_ANGLE_MAX = 0.0      # 0, 0 keeps them upright; 90, 90 turns every digit a quarter
 # model
-MODEL = "unet"             # fcn | unet | gcn | cheb | dgcn | hybrid (see model.py)
+MODEL = "unet"             # fcn | unet | gcn | cheb | dgcn | hybrid | gunet | regions (model.py)
 # training
 BATCH_SIZE = 64            # global batch, split evenly across replicas
 STEPS = 500                # optimizer steps; 500 x 64 is the seed repository's budget

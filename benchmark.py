@@ -4,15 +4,25 @@
     python benchmark.py params
     python benchmark.py data [--data_dir DIR]   the image/mask generator's speed in images/s
     python benchmark.py compare [--models fcn,unet,gcn,cheb,dgcn,hybrid] [--seeds 0,1,2]
+    python benchmark.py rotation [--models ...] [--seeds 0,1,2] [--classes 2,11]
+                                 [--train_angles 0,180] [--angles 0,30,60,90,135,180]
     python benchmark.py plots
 
 `layers` times one layer's forward + backward pass (gradients for the input and
 the weights, in a tf.function, after a warm-up) for each variant side by side,
 interleaved, so that load from anything else on the machine hits all of them
 alike; it reports the median. It writes im/layer_speed.md and im/layer_speed.png.
+
+`rotation` trains each model on upright digits (and, for each T > 0 in
+--train_angles, on digits turned uniformly in [-T, T] degrees), scores every run
+on its test set with every digit turned by each of --angles, and writes
+im/rotation.md and im/rotation.png. Runs and scores are reused, so a study cut
+short goes on where it stopped; --only_finished tabulates what is there.
 """
 import argparse
+import contextlib
 import csv
+import io
 import json
 import shutil
 import statistics
@@ -25,10 +35,14 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 
+import configurator
 import files
 import graphs
+import load_data
+import metrics
 import model
 import plots
+import runs
 from model import keras, tf
 
 HERE = Path(__file__).resolve().parent
@@ -37,6 +51,10 @@ CHANNELS = 32                  # C in and out, as in the issue's (64, 32, 32, 32
 DENSE_LIMIT_BYTES = 2 * 2**30  # a dense (H*W)^2 float32 adjacency above this is not tried
 REFERENCE = "depthwise+1x1"    # ratios are taken against DepthwiseConv2D(3) + Conv2D(32, 1)
 TARGET_IOU = 0.9               # "time to reach foreground IoU 0.90" in the comparison
+SIX, NINE = 7, 10              # 11-class labels of the digits 6 and 9 (class = digit + 1)
+# What the rotation table reports, per class count: (key, label).
+ROTATION_SCORES = {2: [("fg_iou", "fg IoU")],
+                   11: [("miou", "mean IoU"), ("miou_69", "mean IoU, 6=9"), ("fg_iou", "fg IoU")]}
 
 
 class DenseGraphConv(model.GraphConv):
@@ -190,15 +208,20 @@ def run_compare(args):
     print(f"wrote {out / 'comparison.md'}, {out / 'comparison.png'} and samples_*.png")
 
 
-def train_once(name, seed, folder, args):
-    """One main.py run in its own process, so its peak memory is its own; reused if done."""
+def train_once(name, seed, folder, args, settings=None):
+    """One main.py run in its own process, so its peak memory is its own; reused if done.
+
+    settings: further main.py settings, {name: value}, that the run is made with.
+    """
+    settings = settings or {}
     command = [sys.executable, str(HERE / "main.py"), "--model", name, "--seed", str(seed),
                "--steps", str(args.steps), "--eval_every", str(args.eval_every),
-               "--out_dir", str(folder), *(["--data_dir", args.data_dir] if args.data_dir else [])]
+               "--out_dir", str(folder), *(["--data_dir", args.data_dir] if args.data_dir else []),
+               *(f"--{key}={value}" for key, value in settings.items())]
     folder.mkdir(parents=True, exist_ok=True)
     # An interrupted comparison picks up where it stopped: finished runs are kept
-    # (delete im/compare to start afresh); a run made with other settings is replaced.
-    if not same_run(folder, args):
+    # (delete the run folders to start afresh); a run made with other settings is replaced.
+    if not same_run(folder, args, settings):
         with open(folder / "output.txt", "w") as log:  # not a tty: plain progress lines
             done = subprocess.run(command + ["--overwrite"], stdout=log,
                                   stderr=subprocess.STDOUT)
@@ -207,21 +230,22 @@ def train_once(name, seed, folder, args):
     metrics = json.loads((folder / "metrics.json").read_text())
     with open(folder / "log.csv") as f:
         curve = [(int(r["epoch"]) + 1) * args.eval_every for r in csv.DictReader(f)
-                 if float(r["val_fg_iou"]) >= TARGET_IOU]
+                 if float(r.get("val_fg_iou", "nan")) >= TARGET_IOU]  # 11 classes: not logged
     metrics["seconds_to_target"] = (metrics["train_seconds"] * curve[0] / args.steps
                                     if curve else None)
     return metrics
 
 
-def same_run(folder, args):
-    """True if folder holds a finished run made with these steps, interval and data."""
+def same_run(folder, args, settings=None):
+    """True if folder holds a finished run made with these steps, interval, data and settings."""
     try:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):
         return False
     return ((folder / "metrics.json").is_file() and config["steps"] == args.steps
             and config["eval_every"] == args.eval_every
-            and (not args.data_dir or config["data_dir"] == str(Path(args.data_dir).resolve())))
+            and (not args.data_dir or config["data_dir"] == str(Path(args.data_dir).resolve()))
+            and all(config.get(key) == value for key, value in (settings or {}).items()))
 
 
 def summarise(results, args):
@@ -287,6 +311,219 @@ def plot_comparison(summary, path):
         ax.grid(alpha=0.3)
     fig.suptitle("CNNs and graph convolutions, same data, budget and seeds "
                  "(bars: min to max over seeds)")
+    fig.tight_layout()
+    plots.save(fig, path)
+
+
+def run_rotation(args):
+    """Upright- and turned-trained runs scored on turned test digits: table and picture."""
+    out = Path(args.out_dir)
+    if args.data_dir and not Path(args.data_dir).is_dir():
+        print(f"error: --data_dir {args.data_dir} is not a folder; name the folder that holds "
+              f"mnist/ and cifar/", file=sys.stderr)
+        sys.exit(2)
+    # Upright before turned, then seed-major, 2 classes first: a study cut short
+    # still has every model at the first seeds of the first settings.
+    work = [(classes, limit, name, seed) for limit in args.train_angles for seed in args.seeds
+            for classes in args.classes for name in args.models]
+    results = {}
+    for i, (classes, limit, name, seed) in enumerate(work, 1):
+        folder = (out / "rotation" / f"{classes}_classes_{setting_name(limit)}"
+                  / f"{name}_seed{seed}")
+        settings = {"num_classes": classes, "digit_angle_min": float(-limit),
+                    "digit_angle_max": float(limit), "eval_images": args.eval_images}
+        label = f"[{i}/{len(work)}] {name} seed {seed}, {classes} classes, {training_label(limit)}"
+        if args.only_finished and not same_run(folder, args, settings):
+            print(f"{label}: not trained, skipped")
+            continue
+        print(f"{label} ... ", end="", flush=True)
+        try:
+            train_once(name, seed, folder, args, settings)
+            results[classes, limit, name, seed] = score_angles(folder, args.angles)
+        except (configurator.UsageError, load_data.DataError, files.FileError) as error:
+            sys.exit(f"\nerror: {error}")
+        key, shown = ROTATION_SCORES[classes][0]
+        print(f"{shown}: " + ", ".join(f"{a}° {s[key]:.3f}" for a, s in
+                                       results[classes, limit, name, seed].items()))
+    if not results:
+        sys.exit("error: no finished run to tabulate; run without --only_finished to train them")
+    summary = rotation_summary(results)
+    command = "python benchmark.py " + " ".join(args.argv)
+    table = rotation_markdown(summary, args.angles, command, args.steps, args.eval_images)
+    missing = {}
+    for classes, limit, name, seed in work:
+        if (classes, limit, name, seed) not in results:
+            missing.setdefault((classes, limit, name), []).append(str(seed))
+    if missing:
+        table += "\n\nNot measured: " + "; ".join(
+            f"{name}, {classes} classes, {training_label(limit)} (seed {','.join(seeds)})"
+            for (classes, limit, name), seeds in missing.items()) + "."
+    print("\n" + table)
+    files.write_text(out / "rotation.md", table + "\n")
+    plot_rotation(summary, args.angles, out / "rotation.png")
+    print(f"wrote {out / 'rotation.md'} and {out / 'rotation.png'}")
+
+
+def setting_name(limit):
+    return "upright" if limit == 0 else f"turned{limit}"
+
+
+def training_label(limit):
+    return "upright" if limit == 0 else f"turned ±{limit}°"
+
+
+def eval_path(folder, config, angle):
+    """Where `main.py --evaluate` puts the run's scores with every digit turned by angle:
+    a file named for the data settings that differ from the run's, here the angles."""
+    data = "synthetic" if config["source"] == "synthetic" else Path(config["data_dir"]).name
+    other = "".join(f"_{key}{angle:g}" for key in ("digit_angle_min", "digit_angle_max")
+                    if angle != config[key])
+    return folder / (f"eval_{data}_{config['eval_images']}_images_seed{config['test_seed']}"
+                     f"{other}.json")
+
+
+def score_angles(folder, angles):
+    """{angle: scores} of a finished run, each scored once by main.py's own evaluation (its
+    file is reused); 11 classes add the mean IoU with 6 and 9 merged, from confusion matrices."""
+    import main
+    config = json.loads((folder / "config.json").read_text())
+    scores = {}
+    for angle in angles:
+        path = eval_path(folder, config, angle)
+        if not path.is_file():
+            # In this process, not a new one: TensorFlow's start-up would cost more than the
+            # scoring. What it prints is dropped: the scores are read back from its file.
+            with contextlib.redirect_stdout(io.StringIO()):
+                main.run_evaluation(turned_config(folder, angle))
+            if not path.is_file():
+                sys.exit(f"error: main.py's evaluation wrote its scores elsewhere than {path}; "
+                         f"make benchmark.eval_path follow main.py's file names")
+        scores[angle] = json.loads(path.read_text())
+    if config["num_classes"] == 11:
+        for angle, cm in confusions(folder, config, angles).items():
+            # The same images and model as main.py's scoring: the same mean IoU, or a bug.
+            if not np.isclose(metrics.metrics_from_confusion(cm, 0)["miou"],
+                              scores[angle]["miou"], rtol=0, atol=1e-9):
+                sys.exit(f"error: the confusion matrix of {folder} at {angle}° disagrees with "
+                         f"main.py's score; delete its eval_*_confusion.json files and rerun")
+            scores[angle]["miou_69"] = metrics.metrics_from_confusion(merge_six_nine(cm),
+                                                                      0)["miou"]
+    return scores
+
+
+def turned_config(folder, angle):
+    """main.py's config for `--evaluate --out_dir folder` with every digit turned by angle."""
+    import main
+    return main.parse_config(["--evaluate", "--out_dir", str(folder),
+                              f"--digit_angle_min={angle}", f"--digit_angle_max={angle}"])
+
+
+def confusions(folder, config, angles):
+    """{angle: confusion matrix} of the run on its own test set turned by angle.
+
+    main.py writes scores only, and per-class IoU cannot be merged; so the matrix is
+    made here from the data and model main.py's evaluation takes, and kept beside the
+    scores (eval_*_confusion.json, which main.py --overwrite deletes with them).
+    """
+    import main
+    trained, found = None, {}
+    for angle in angles:
+        path = eval_path(folder, config, angle)
+        path = path.with_name(path.stem + "_confusion.json")
+        if not path.is_file():
+            if trained is None:
+                trained = runs.load_checkpoint(folder / "model.keras")
+            cfg = turned_config(folder, angle)
+            with contextlib.redirect_stdout(io.StringIO()):  # its notes on the turned digits
+                configurator.adopt_saved_settings(cfg, config, "evaluate", main.HYPERPARAMETERS)
+            images, masks = main.make_datagen(cfg, seed=cfg.test_seed).test_set(cfg.eval_images)
+            cm, _ = metrics.confusion_matrix(trained, images, masks, cfg.num_classes,
+                                             cfg.batch_size)
+            with files.FolderLock(folder):
+                runs.write_json({"confusion_matrix": cm.astype(int).tolist()}, path)
+        found[angle] = np.array(json.loads(path.read_text())["confusion_matrix"])
+    return found
+
+
+def merge_six_nine(cm):
+    """The confusion matrix with the digits 6 and 9 as one class (9's row and column added
+    to 6's, then dropped): a 6 turned upside down and called 9 is then no error."""
+    merged = np.array(cm, dtype=np.float64)
+    merged[SIX, :] += merged[NINE, :]
+    merged[:, SIX] += merged[:, NINE]
+    keep = [k for k in range(len(merged)) if k != NINE]
+    return merged[np.ix_(keep, keep)]
+
+
+def rotation_summary(results):
+    """{(classes, train limit, model, score key): (seeds, {angle: [value per seed]})}."""
+    summary = {}
+    for (classes, limit, name, seed), by_angle in sorted(results.items(), key=lambda kv: (
+            kv[0][0], kv[0][1], list(model.MODELS).index(kv[0][2]), kv[0][3])):
+        for key, _ in ROTATION_SCORES[classes]:
+            seeds, values = summary.setdefault((classes, limit, name, key), ([], {}))
+            seeds.append(seed)
+            for angle, scores in by_angle.items():
+                values.setdefault(angle, []).append(scores[key])
+    return summary
+
+
+def mean_std(xs):
+    """'mean ± std' over seeds; one seed's value alone."""
+    if len(xs) == 1:
+        return f"{xs[0]:.3f}"
+    return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}"
+
+
+def rotation_markdown(summary, angles, command, steps, eval_images):
+    labels = {key: label for scores in ROTATION_SCORES.values() for key, label in scores}
+    lines = [f"`{command}`: each model trained for {steps} steps at main.py's defaults, on "
+             f"upright digits or on digits turned by a uniform random angle in [-T, T]; scored "
+             f"on the same {eval_images} test scenes with every digit turned by the column's "
+             f"angle, its mask with it. Mean ± std over the seeds listed (one seed: its value). "
+             "2 classes: foreground IoU. 11 classes: a turned digit keeps its true label, so a "
+             "6 turned by 180° that the model calls 9 counts as an error in \"mean IoU\"; "
+             "\"mean IoU, 6=9\" merges 6 and 9 into one class (from the confusion matrix; a "
+             "mean over 10 classes), so that confusion is no error there; \"fg IoU\" counts any "
+             "digit class as digit.", "",
+             "| model | classes | training | score | seeds | "
+             + " | ".join(f"{a}°" for a in angles) + " |",
+             "|---|---:|---|---|---|" + "---:|" * len(angles)]
+    for (classes, limit, name, key), (seeds, values) in summary.items():
+        lines.append(f"| {name} | {classes} | {training_label(limit)} | {labels[key]} | "
+                     f"{','.join(map(str, seeds))} | "
+                     + " | ".join(mean_std(values[a]) for a in angles) + " |")
+    return "\n".join(lines)
+
+
+def plot_rotation(summary, angles, path):
+    """IoU against test angle, a line per model, a panel per class count and training."""
+    counts = sorted({classes for classes, _, _, _ in summary})
+    limits = sorted({limit for _, limit, _, _ in summary})
+    fig, axes = plots.subplots(len(counts), len(limits), squeeze=False,
+                               figsize=(5.5 * len(limits), 4.2 * len(counts)))
+    colours = {name: f"C{i}" for i, name in enumerate(model.MODELS)}
+    for (classes, limit), ax in zip([(c, t) for c in counts for t in limits], axes.flat):
+        drawn = ("fg_iou",) if classes == 2 else ("miou", "miou_69")
+        shown = [(k, v) for k, v in summary.items() if k[:2] == (classes, limit) and k[3] in drawn]
+        for (_, _, name, key), (seeds, values) in shown:
+            means = [statistics.mean(values[a]) for a in angles]
+            spread = [statistics.stdev(values[a]) if len(seeds) > 1 else 0.0 for a in angles]
+            merged = key == "miou_69"
+            ax.errorbar(angles, means, yerr=spread, fmt="s--" if merged else "o-", capsize=3,
+                        color=colours[name], alpha=0.6 if merged else 1.0,
+                        label=f"{name}{', 6=9' if merged else ''} ({len(seeds)} seed"
+                              f"{'s' if len(seeds) > 1 else ''})")
+        ax.set(title=f"{classes} classes, trained {training_label(limit)}",
+               xlabel="test digits turned by (degrees)",
+               ylabel="foreground IoU" if classes == 2 else "mean IoU (dashed: 6 and 9 merged)")
+        ax.set_xticks(angles)
+        ax.grid(alpha=0.3)
+        if shown:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "not measured", ha="center", transform=ax.transAxes)
+    fig.suptitle("Turned test digits: IoU against angle (bars: ± std over seeds)")
     fig.tight_layout()
     plots.save(fig, path)
 
@@ -426,8 +663,114 @@ def run_data(args):
           f"{np.median(cpu):,.0f} per CPU-second")
 
 
+# ---- your own pictures: a folder of generator scenes, read as any folder is
+
+SCENE_CLASSES = np.array([0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2], np.uint8)  # digits 0-4 -> 1, 5-9 -> 2
+
+
+def write_scenes(args, folder):
+    """args.pairs generator scenes as images/ and masks/ PNGs in folder (3 classes: background,
+    digits 0-4, digits 5-9); returns their (images float in [-1, 1], masks) as generated."""
+    from PIL import Image
+    gen = load_data.Datagen(args.data_dir or None, canvas=args.scene, digit_size=args.digit_size,
+                            digits_per_image=args.digits_per_image, num_classes=11, seed=args.seed)
+    images, masks = gen.sample(args.pairs)
+    masks = SCENE_CLASSES[masks]
+    pixels = np.round(load_data.denormalize(images) * 255).astype(np.uint8)
+    for sub, arrays in (("images", pixels), ("masks", masks)):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+        for i, array in enumerate(arrays):
+            with files.atomic_write(folder / sub / f"scene{i:05d}.png") as tmp:
+                Image.fromarray(array).save(tmp, format="PNG")
+    print(f"wrote {args.pairs} scenes ({args.scene}x{args.scene}, {gen.describe()}) to {folder}")
+    return images, masks
+
+
+def run_folder(args):
+    """Train main.py's default model on a folder of scenes; score its held-out split through
+    the folder path and through the generator's arrays; time the folder reader."""
+    import folders
+    import predict
+    out = Path(args.out_dir) / "folder"
+    scenes, run = out / "scenes", out / "run"
+    shutil.rmtree(scenes, ignore_errors=True)
+    images, masks = write_scenes(args, scenes)
+    command = [sys.executable, str(HERE / "main.py"), "--data_dir", str(scenes), "--canvas",
+               str(args.canvas), "--steps", str(args.steps), "--eval_every",
+               str(args.steps // 5), "--batch_size", str(args.batch_size), "--out_dir", str(run),
+               "--overwrite", *([] if args.augment else ["--no-augment"])]
+    print("$ " + " ".join(command[1:]))
+    began = time.perf_counter()
+    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wall = time.perf_counter() - began
+    if done.returncode:
+        sys.exit(f"error: the run failed:\n{done.stdout[-2000:]}")
+    scores = json.loads((run / "metrics.json").read_text())
+    test = [int(name.removeprefix("scene"))
+            for name in json.loads((run / "config.json").read_text())["split"]["test"]]
+    trained = runs.load_checkpoint(run / "model.keras")
+    # The same model and scenes twice: PNG files read and tiled, and the generator's arrays.
+    data = folders.FolderData(scenes, args.canvas, 3, test_seed=2024, augment=False,
+                              saved_split=json.loads((run / "config.json").read_text())["split"])
+    by_folder = predict.score_pictures(trained, data.pictures("test"), 3, 64)
+    if args.scene == args.canvas:  # the model's own input size: straight through it
+        by_arrays = metrics.score(trained, images[test], masks[test], 3, 64)
+    else:  # tiles of the arrays, as --predict would cut them
+        pixels = np.round(load_data.denormalize(images[test]) * 255).astype(np.uint8)
+        by_arrays = predict.score_pictures(trained, zip(pixels, masks[test]), 3, 64)
+    # The reader on one thread, against the model's training step.
+    reader = folders.FolderData(scenes, args.canvas, 3, seed=1, augment=args.augment)
+    batch_ms = statistics.median(
+        min_time(lambda k=k: reader.sample(args.batch_size, step=k), 1)
+        for k in range(args.repeats)) * 1000
+    step_ms = args.batch_size / scores["train_images_per_second"] * 1000
+    lines = [f"`python benchmark.py {' '.join(args.argv)}`", "",
+             "| figure | value |", "|---|---:|",
+             f"| scenes in the folder | {args.pairs} ({len(test)} held out for testing) |",
+             f"| whole run, wall clock (`main.py`, start to finish) | {wall:.0f} s |",
+             f"| training alone | {scores['train_seconds']:.0f} s |",
+             f"| mean IoU, folder path (PNG files, tiled) | {by_folder['miou']:.4f} |",
+             f"| mean IoU, generator path (its arrays) | {by_arrays['miou']:.4f} |",
+             f"| difference | {abs(by_folder['miou'] - by_arrays['miou']):.4f} |",
+             f"| per-class IoU, folder path | "
+             f"{', '.join(f'{iou:.3f}' for iou in by_folder['per_class_iou'])} |",
+             f"| reading a batch of {args.batch_size} (one thread, median of {args.repeats}) | "
+             f"{batch_ms:.1f} ms |",
+             f"| training step of {args.batch_size} | {step_ms:.0f} ms |",
+             f"| reading / step | {batch_ms / step_ms:.1%} |"]
+    table = "\n".join(lines)
+    print(table)
+    files.write_text(Path(args.out_dir) / "folder_benchmark.md", table + "\n")
+    print(f"wrote {Path(args.out_dir) / 'folder_benchmark.md'}; the run is in {run}")
+
+
+def min_time(work, repeats):
+    """The fastest of repeats timed calls of work, in seconds."""
+    best = float("inf")
+    for _ in range(repeats):
+        began = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - began)
+    return best
+
+
 def int_list(text):
     return [int(v) for v in text.split(",")]
+
+
+def class_list(text):
+    counts = int_list(text)
+    if any(c not in load_data.CLASS_COUNTS for c in counts):
+        raise argparse.ArgumentTypeError(f"class counts must be among "
+                                         f"{', '.join(map(str, load_data.CLASS_COUNTS))}")
+    return counts
+
+
+def limit_list(text):
+    limits = int_list(text)
+    if any(not 0 <= t <= 180 for t in limits):
+        raise argparse.ArgumentTypeError("training angles T must lie in [0, 180]")
+    return limits
 
 
 def model_list(text):
@@ -465,11 +808,45 @@ def main(argv=None):
                          help="MNIST/CIFAR-10 folder (default: main.py's own default)")
     compare.add_argument("--out_dir", type=Path, default=Path("im"))
     compare.set_defaults(run=run_compare)
+    rotation = commands.add_parser("rotation", help="models trained upright or turned, scored "
+                                   "on turned digits")
+    rotation.add_argument("--models", type=model_list, default=list(model.MODELS))
+    rotation.add_argument("--seeds", type=int_list, default=[0, 1, 2])
+    rotation.add_argument("--classes", type=class_list, default=list(load_data.CLASS_COUNTS))
+    rotation.add_argument("--train_angles", type=limit_list, default=[0, 180],
+                          help="T per training setting: digits turned in [-T, T]; 0 is upright")
+    rotation.add_argument("--angles", type=int_list, default=[0, 30, 60, 90, 135, 180],
+                          help="test angles in degrees")
+    rotation.add_argument("--steps", type=int, default=500)
+    rotation.add_argument("--eval_every", type=int, default=50)
+    rotation.add_argument("--eval_images", type=int, default=2000, help="test scenes per angle")
+    rotation.add_argument("--only_finished", action="store_true",
+                          help="train nothing: tabulate the runs already finished")
+    rotation.add_argument("--data_dir", default="",
+                          help="MNIST/CIFAR-10 folder (default: main.py's own default)")
+    rotation.add_argument("--out_dir", type=Path, default=Path("im"))
+    rotation.set_defaults(run=run_rotation)
     teaching = commands.add_parser("plots", help="the teaching pictures")
     teaching.add_argument("--checkpoint", default="im/compare/cheb_seed0/model.keras",
                           help="a trained cheb model whose filters to draw (examples if absent)")
     teaching.add_argument("--out_dir", type=Path, default=Path("im"))
     teaching.set_defaults(run=run_plots)
+    own = commands.add_parser("folder", help="a folder of scenes: time to train, both paths' "
+                              "scores, the reader's speed")
+    own.add_argument("--data_dir", default="", help="MNIST/CIFAR-10 folder the scenes come from")
+    own.add_argument("--pairs", type=int, default=3000)
+    own.add_argument("--scene", type=int, default=48, help="side of the pictures written")
+    own.add_argument("--canvas", type=int, default=32, help="main.py's training crops")
+    own.add_argument("--digit_size", type=int, default=20)
+    own.add_argument("--digits_per_image", type=int, default=2)
+    own.add_argument("--steps", type=int, default=500)
+    own.add_argument("--batch_size", type=int, default=64)
+    own.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
+                     help="main.py's augmentation of folders (off: a mirrored 2 reads as a 5)")
+    own.add_argument("--seed", type=int, default=0, help="draws the scenes")
+    own.add_argument("--repeats", type=int, default=20)
+    own.add_argument("--out_dir", type=Path, default=Path("im"))
+    own.set_defaults(run=run_folder)
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
     args.run(args)

@@ -1,12 +1,15 @@
-"""benchmark.py: each subcommand writes its table or pictures; finished comparison runs are reused."""
+"""benchmark.py: each subcommand writes its table or pictures; finished runs are reused."""
 import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 import benchmark
+import metrics
 import model
+from helpers import call_main
 from load_data import Datagen
 
 
@@ -75,3 +78,89 @@ def test_compare_trains_reuses_and_tabulates(tmp_path, capsys):
     before = log.stat().st_mtime_ns
     benchmark.main(argv)  # the finished run is reused, not trained again
     assert log.stat().st_mtime_ns == before and "fcn seed 0" in capsys.readouterr().out
+
+
+def test_rotation_merges_six_and_nine_in_the_confusion_matrix():
+    cm = np.zeros((11, 11), int)             # rows: truth; classes 7 and 10 are digits 6 and 9
+    cm[0, 0] = 100
+    cm[7, 7], cm[7, 10], cm[7, 0] = 6, 4, 2  # a 6: 6 pixels right, 4 called 9, 2 missed
+    cm[10, 10] = 8
+    kept = metrics.metrics_from_confusion(cm, 1)["per_class_iou"]
+    assert kept[7] == 6 / 12 and kept[10] == 8 / 12  # 6's union: 12 true + 0 false positives
+    merged = benchmark.merge_six_nine(cm)
+    assert merged.shape == (10, 10) and merged[7, 7] == 6 + 4 + 8 and merged[7, 0] == 2
+    per_class = metrics.metrics_from_confusion(merged, 1)["per_class_iou"]
+    assert per_class[0] == 100 / 102 and per_class[7] == 18 / 20
+    assert metrics.metrics_from_confusion(merged, 1)["miou"] == pytest.approx(
+        (100 / 102 + 0.9) / 2)
+
+
+def test_rotation_table_and_plot_from_hand_made_scores(tmp_path):
+    results = {  # (classes, training limit, model, seed) -> {test angle: scores}
+        (2, 0, "unet", 0): {0: {"fg_iou": 0.9}, 90: {"fg_iou": 0.7}},
+        (2, 0, "unet", 1): {0: {"fg_iou": 0.8}, 90: {"fg_iou": 0.7}},
+        (11, 180, "gunet", 0): {0: {"fg_iou": 0.95, "miou": 0.6, "miou_69": 0.65},
+                                90: {"fg_iou": 0.94, "miou": 0.5, "miou_69": 0.55}},
+        (2, 0, "fcn", 0): {0: {"fg_iou": 0.5}, 90: {"fg_iou": 0.25}},
+    }
+    summary = benchmark.rotation_summary(results)
+    assert summary[2, 0, "unet", "fg_iou"] == ([0, 1], {0: [0.9, 0.8], 90: [0.7, 0.7]})
+    table = benchmark.rotation_markdown(summary, [0, 90], "python benchmark.py rotation", 500, 2000)
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "model" not in line]
+    assert rows == [  # models in model.MODELS order; std of (0.9, 0.8) is 0.1 / sqrt(2)
+        "| fcn | 2 | upright | fg IoU | 0 | 0.500 | 0.250 |",
+        "| unet | 2 | upright | fg IoU | 0,1 | 0.850 ± 0.071 | 0.700 ± 0.000 |",
+        "| gunet | 11 | turned ±180° | mean IoU | 0 | 0.600 | 0.500 |",
+        "| gunet | 11 | turned ±180° | mean IoU, 6=9 | 0 | 0.650 | 0.550 |",
+        "| gunet | 11 | turned ±180° | fg IoU | 0 | 0.950 | 0.940 |"]
+    assert "| model | classes | training | score | seeds | 0° | 90° |" in table
+    assert "6=9" in table.splitlines()[0] and "counts as an error" in table.splitlines()[0]
+    benchmark.plot_rotation(summary, [0, 90], tmp_path / "rotation.png")
+    assert (tmp_path / "rotation.png").stat().st_size > 10_000
+
+
+def test_rotation_reuses_only_a_run_with_the_same_classes_and_angles(tmp_path):
+    args = SimpleNamespace(steps=500, eval_every=50, data_dir="")
+    settings = {"num_classes": 2, "digit_angle_min": -180.0, "digit_angle_max": 180.0}
+    (tmp_path / "config.json").write_text(json.dumps({"steps": 500, "eval_every": 50,
+                                                      **settings}))
+    (tmp_path / "metrics.json").write_text("{}")
+    assert benchmark.same_run(tmp_path, args, settings)
+    assert not benchmark.same_run(tmp_path, args, {**settings, "num_classes": 11})
+    assert not benchmark.same_run(tmp_path, args, {**settings, "digit_angle_min": 0.0})
+
+
+def test_rotation_finds_main_scores_and_makes_the_same_confusion_matrix(run_copy, capsys):
+    config = json.loads((run_copy / "config.json").read_text())
+    status, out, _ = call_main(capsys, "--evaluate", "--out_dir", run_copy,
+                               "--digit_angle_min", "90", "--digit_angle_max", "90")
+    assert status == 0
+    path = benchmark.eval_path(run_copy, config, 90)  # main.py's name for the turned score
+    assert path.is_file() and json.loads(path.read_text()) == json.loads(out.splitlines()[-1])
+    cm = benchmark.confusions(run_copy, config, [90])[90]
+    assert cm.sum() == 16 * 16 * 16  # eval_images x canvas x canvas pixels
+    assert metrics.metrics_from_confusion(cm, 16)["miou"] == json.loads(path.read_text())["miou"]
+
+
+@pytest.mark.slow
+def test_rotation_trains_scores_reuses_and_tabulates(tmp_path, capsys):
+    argv = ["rotation", "--models", "fcn", "--seeds", "0", "--classes", "11", "--train_angles",
+            "0", "--angles", "90", "--steps", "2", "--eval_every", "1", "--eval_images", "16",
+            "--out_dir", str(tmp_path)]
+    benchmark.main(argv)
+    run = tmp_path / "rotation" / "11_classes_upright" / "fcn_seed0"
+    turned = json.loads(next(run.glob("eval_*_digit_angle_max90.json")).read_text())
+    rows = (tmp_path / "rotation.md").read_text().splitlines()[-3:]
+    assert rows[0] == f"| fcn | 11 | upright | mean IoU | 0 | {turned['miou']:.3f} |"
+    assert rows[1].startswith("| fcn | 11 | upright | mean IoU, 6=9 | 0 | ")
+    assert rows[2] == f"| fcn | 11 | upright | fg IoU | 0 | {turned['fg_iou']:.3f} |"
+    assert (tmp_path / "rotation.png").is_file()
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    capsys.readouterr()
+    argv[2] = "fcn,gunet"  # as a study cut short: fcn's run and scores reused, gunet's not made
+    benchmark.main(argv + ["--only_finished"])
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
+    assert "gunet seed 0, 11 classes, upright: not trained, skipped" in capsys.readouterr().out
+    assert (tmp_path / "rotation.md").read_text().endswith(
+        "\n\nNot measured: gunet, 11 classes, upright (seed 0).\n")
+    assert not (tmp_path / "rotation" / "11_classes_upright" / "gunet_seed0").exists()

@@ -7,6 +7,8 @@
     python benchmark.py rotation [--models ...] [--seeds 0,1,2] [--classes 2,11]
                                  [--train_angles 0,180] [--angles 0,30,60,90,135,180]
     python benchmark.py plots
+    python benchmark.py folder [--data_dir DIR]   a folder of scenes: the folder-data targets
+    python benchmark.py steps [--models gcn,regions]   training steps side by side
 
 `layers` times one layer's forward + backward pass (gradients for the input and
 the weights, in a tf.function, after a warm-up) for each variant side by side,
@@ -754,6 +756,43 @@ def min_time(work, repeats):
     return best
 
 
+# ---- training steps side by side
+
+def run_steps(args):
+    """Time a training step of each model, interleaved on the same real batches in one
+    process (load from other jobs hits them all alike); for regions, its numpy graph
+    building and SLIC alone too. Prints medians."""
+    import regions
+    gen = load_data.Datagen(args.data_dir or None, seed=0)
+    batches = [gen.sample(64, step=k) for k in range(4)]
+    nets = {}
+    for name in args.models:
+        keras.utils.set_random_seed(0)
+        nets[name] = model.build_model(name, 2, 32, 32)
+        nets[name].compile(keras.optimizers.Adam(1e-3, clipnorm=1.0), model.SegmentationLoss(2))
+        for x, y in batches[:2]:  # warm-up: tracing and the first steps
+            nets[name].train_on_batch(x, y)
+    times = {name: [] for name in args.models}
+    graph = next((layer for net in nets.values() for layer in net.layers
+                  if isinstance(layer, model.RegionGraph)), None)
+    if graph:
+        times.update({"regions: graphs built in numpy": [], "regions: SLIC alone": []})
+    for _ in range(args.rounds):
+        for name, net in nets.items():
+            for x, y in batches:
+                times[name].append(min_time(lambda: net.train_on_batch(x, y), 1))
+        for x, _ in batches if graph else []:
+            times["regions: graphs built in numpy"].append(min_time(lambda: graph.graphs(x), 1))
+            times["regions: SLIC alone"].append(
+                min_time(lambda: [regions.superpixels(image) for image in x], 1))
+    print(f"`python benchmark.py {' '.join(args.argv)}` (batches of 64, medians of "
+          f"{4 * args.rounds} steps each)\n")
+    print("| what | ms per batch | ms per image | images/s |\n|---|---:|---:|---:|")
+    for name, taken in times.items():
+        median = statistics.median(taken)
+        print(f"| {name} | {1000 * median:.0f} | {1000 * median / 64:.2f} | {64 / median:.0f} |")
+
+
 def int_list(text):
     return [int(v) for v in text.split(",")]
 
@@ -847,6 +886,11 @@ def main(argv=None):
     own.add_argument("--repeats", type=int, default=20)
     own.add_argument("--out_dir", type=Path, default=Path("im"))
     own.set_defaults(run=run_folder)
+    steps = commands.add_parser("steps", help="training steps of models, interleaved")
+    steps.add_argument("--models", type=model_list, default=["gcn", "regions"])
+    steps.add_argument("--rounds", type=int, default=8, help="each times 4 batches per model")
+    steps.add_argument("--data_dir", default="", help="MNIST/CIFAR-10 folder")
+    steps.set_defaults(run=run_steps)
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
     args.run(args)

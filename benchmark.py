@@ -708,12 +708,12 @@ def run_folder(args):
     if done.returncode:
         sys.exit(f"error: the run failed:\n{done.stdout[-2000:]}")
     scores = json.loads((run / "metrics.json").read_text())
-    test = [int(name.removeprefix("scene"))
-            for name in json.loads((run / "config.json").read_text())["split"]["test"]]
+    saved_split = json.loads((run / "config.json").read_text())["split"]
+    test = [int(name.removeprefix("scene")) for name in saved_split["test"]]
     trained = runs.load_checkpoint(run / "model.keras")
     # The same model and scenes twice: PNG files read and tiled, and the generator's arrays.
     data = folders.FolderData(scenes, args.canvas, 3, test_seed=2024, augment=False,
-                              saved_split=json.loads((run / "config.json").read_text())["split"])
+                              saved_split=saved_split)
     by_folder = predict.score_pictures(trained, data.pictures("test"), 3, 64)
     if args.scene == args.canvas:  # the model's own input size: straight through it
         by_arrays = metrics.score(trained, images[test], masks[test], 3, 64)

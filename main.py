@@ -295,7 +295,7 @@ def _train_and_score(cfg, strategy, datagen, settings, finished):
                          **({"split": datagen.split_names()} if folder else {})},
                         cfg.out_dir / "config.json")
     if folder:  # your own pictures: whole, of any size, read one by one when scored
-        tests, valid = datagen, datagen.valid_set()
+        valid = datagen.valid_set()
     else:
         tests = make_datagen(cfg, seed=cfg.test_seed)  # which seed draws what: see load_data.py
         test_images, test_masks = tests.test_set(cfg.eval_images)
@@ -308,7 +308,7 @@ def _train_and_score(cfg, strategy, datagen, settings, finished):
     began = time.perf_counter()
     # Scored in training-sized batches: peak memory stays that of training, at any canvas.
     if folder:
-        scores = predict.score_pictures(model, tests.pictures("test"), cfg.num_classes,
+        scores = predict.score_pictures(model, datagen.pictures("test"), cfg.num_classes,
                                         cfg.batch_size)
     else:
         scores = metrics.score(model, test_images, test_masks, cfg.num_classes, cfg.batch_size)
@@ -317,7 +317,7 @@ def _train_and_score(cfg, strategy, datagen, settings, finished):
     scores["train_images_per_second"] = trained * cfg.batch_size / seconds if seconds else None
     # ru_maxrss is in KiB on Linux: the peak memory of this whole process, TensorFlow included.
     scores["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    draw_samples(model, cfg, datagen, tests if folder else (test_images, test_masks), scores)
+    draw_samples(model, cfg, datagen, None if folder else (test_images, test_masks), scores)
     if not plots.learning_curves(cfg.out_dir / "log.csv", cfg.eval_every,
                                  f"{model.name} learning curves",
                                  cfg.out_dir / f"learning_curves_{model.name}.png"):
@@ -331,10 +331,11 @@ def _train_and_score(cfg, strategy, datagen, settings, finished):
 
 
 def draw_samples(model, cfg, datagen, tests, scores):
-    """samples_{model}.png: the first SAMPLE_ROWS test images, truth, prediction and errors."""
+    """samples_{model}.png: the first SAMPLE_ROWS test images, truth, prediction and errors;
+    tests is the (images, masks) of the generator's test set, None for a folder's pictures."""
     rows = cfg.sample_rows
     if datagen.source == "folder":  # whole pictures, each of its own size
-        pairs = [pair for pair, _ in zip(tests.pictures("test"), range(rows))]
+        pairs = [pair for pair, _ in zip(datagen.pictures("test"), range(rows))]
         shown = [image / 255.0 for image, _ in pairs]
         masks = [mask for _, mask in pairs]
         preds = list(predict.segment_many(model, (image for image, _ in pairs), cfg.batch_size))

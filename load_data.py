@@ -229,8 +229,10 @@ class Datagen:
         if not has_real_files(self.data_dir):
             state = ("holds no MNIST or CIFAR-10 files" if self.data_dir.is_dir()
                      else "does not exist")
+            own = self.data_dir / "images", self.data_dir / "masks"
             raise DataError(f"the data folder {self.data_dir} {state}; "
-                            f"{get_data_hint(self.data_dir)}.")
+                            f"{get_data_hint(self.data_dir)}; or, to train on your own "
+                            f"pictures, put them in {own[0]} and their masks in {own[1]}.")
         return "real"
 
     def _sizes(self, digit_scale):

@@ -337,7 +337,9 @@ def test_a_folder_named_explicitly_must_hold_the_real_files(tmp_path, folder, st
     assert str(error.value) == (
         f"the data folder {tmp_path / folder} {state}; run `python download.py --data_dir "
         f"{tmp_path / folder}` or put the MNIST files in {tmp_path / folder / 'mnist'} and the "
-        f"CIFAR-10 batches in {tmp_path / folder / 'cifar'}.")
+        f"CIFAR-10 batches in {tmp_path / folder / 'cifar'}; or, to train on your own pictures, "
+        f"put them in {tmp_path / folder / 'images'} and their masks in "
+        f"{tmp_path / folder / 'masks'}.")
 
 
 def test_synthetic_source_when_asked(tmp_path):

@@ -499,11 +499,13 @@ def rotation_markdown(summary, angles, command, steps, eval_images):
 
 
 def plot_rotation(summary, angles, path):
-    """IoU against test angle, a line per model, a panel per class count and training."""
+    """IoU against test angle, a line per model, a panel per class count and training;
+    one legend for all panels (a model keeps its colour throughout)."""
+    from matplotlib.lines import Line2D
     counts = sorted({classes for classes, _, _, _ in summary})
     limits = sorted({limit for _, limit, _, _ in summary})
-    fig, axes = plots.subplots(len(counts), len(limits), squeeze=False,
-                               figsize=(5.5 * len(limits), 4.2 * len(counts)))
+    fig, axes = plots.subplots(len(counts), len(limits), squeeze=False, layout="constrained",
+                               figsize=(5.2 * len(limits), 3.9 * len(counts) + 0.6))
     colours = {name: f"C{i}" for i, name in enumerate(model.MODELS)}
     for (classes, limit), ax in zip([(c, t) for c in counts for t in limits], axes.flat):
         drawn = ("fg_iou",) if classes == 2 else ("miou", "miou_69")
@@ -513,20 +515,27 @@ def plot_rotation(summary, angles, path):
             spread = [statistics.stdev(values[a]) if len(seeds) > 1 else 0.0 for a in angles]
             merged = key == "miou_69"
             ax.errorbar(angles, means, yerr=spread, fmt="s--" if merged else "o-", capsize=3,
-                        color=colours[name], alpha=0.6 if merged else 1.0,
-                        label=f"{name}{', 6=9' if merged else ''} ({len(seeds)} seed"
-                              f"{'s' if len(seeds) > 1 else ''})")
-        ax.set(title=f"{classes} classes, trained {training_label(limit)}",
+                        color=colours[name], alpha=0.5 if merged else 1.0, markersize=4)
+        seed_counts = sorted({len(seeds) for _, (seeds, _) in shown})
+        seeds = (f"{seed_counts[0]}" if len(seed_counts) == 1 else
+                 f"{seed_counts[0]}-{seed_counts[-1]}") if shown else "no"
+        ax.set(title=f"{classes} classes, trained {training_label(limit)} "
+                     f"({seeds} seed{'' if seeds == '1' else 's'})",
                xlabel="test digits turned by (degrees)",
-               ylabel="foreground IoU" if classes == 2 else "mean IoU (dashed: 6 and 9 merged)")
+               ylabel="foreground IoU" if classes == 2 else "mean IoU")
         ax.set_xticks(angles)
         ax.grid(alpha=0.3)
-        if shown:
-            ax.legend(fontsize=7)
-        else:
+        if not shown:
             ax.text(0.5, 0.5, "not measured", ha="center", transform=ax.transAxes)
+    names = [name for name in model.MODELS if any(k[2] == name for k in summary)]
+    handles = [Line2D([], [], color=colours[n], marker="o", label=n) for n in names]
+    if 11 in counts:
+        handles += [Line2D([], [], color="grey", marker="o", label="mean IoU"),
+                    Line2D([], [], color="grey", marker="s", linestyle="--", alpha=0.5,
+                           label="6 and 9 merged")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=4 * len(limits), fontsize=8,
+               frameon=False)
     fig.suptitle("Turned test digits: IoU against angle (bars: ± std over seeds)")
-    fig.tight_layout()
     plots.save(fig, path)
 
 

@@ -10,7 +10,7 @@ from readers import IGNORE
 def subplots(rows=1, cols=1, **kwargs):
     """(figure, axes) drawn off-screen: a bare Figure, so no pyplot state and no backend to set."""
     from matplotlib.figure import Figure
-    fig = Figure(figsize=kwargs.pop("figsize", None))
+    fig = Figure(figsize=kwargs.pop("figsize", None), layout=kwargs.pop("layout", None))
     return fig, fig.subplots(rows, cols, **kwargs)
 
 

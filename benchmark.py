@@ -6,7 +6,7 @@
     python benchmark.py compare [--models fcn,unet,gcn,cheb,dgcn,hybrid] [--seeds 0,1,2]
     python benchmark.py rotation [--models ...] [--seeds 0,1,2] [--classes 2,11]
                                  [--train_angles 0,180] [--angles 0,30,60,90,135,180]
-    python benchmark.py plots
+    python benchmark.py plots [--data_dir DIR]   teaching pictures, regions_example.png too
     python benchmark.py folder [--data_dir DIR]   a folder of scenes: the folder-data targets
     python benchmark.py steps [--models gcn,regions]   training steps side by side
 
@@ -540,15 +540,58 @@ def plot_rotation(summary, angles, path):
 
 
 def run_plots(args):
-    """The three teaching pictures: eigenvectors, Chebyshev responses, receptive fields."""
+    """The teaching pictures: eigenvectors, Chebyshev responses, receptive fields, regions."""
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for path, draw in ((out / "laplacian_eigenvectors.png", plot_eigenvectors),
                        (out / "chebyshev_response.png",
                         lambda: plot_chebyshev(args.checkpoint)),
-                       (out / "receptive_field.png", plot_receptive_field)):
+                       (out / "receptive_field.png", plot_receptive_field),
+                       (out / "regions_example.png", lambda: plot_regions(args.data_dir))):
         plots.save(draw(), path)
         print(f"wrote {path}")
+
+
+def plot_regions(data_dir, searched=500, typical=2, worst=2):
+    """SLIC regions of test images and their ceiling: each region painted with its pixels'
+    majority class, as a perfect region classifier would; the first test images, then the
+    worst ceilings among the first `searched`."""
+    import main
+    import regions
+    from skimage.segmentation import mark_boundaries
+    cfg = main.parse_config(["--data_dir", data_dir] if data_dir else [])
+    images, masks = main.make_datagen(cfg, seed=cfg.test_seed).test_set(searched)
+    labels = [regions.superpixels(image) for image in images]
+    painted = [regions.paint(lab, regions.majority_labels(lab, mask, 2))
+               for lab, mask in zip(labels, masks)]
+    iou = np.array([np.sum((p > 0) & (m > 0)) / max(1, np.sum((p > 0) | (m > 0)))
+                    for p, m in zip(painted, masks)])
+    shown = list(range(typical)) + list(np.argsort(iou, kind="stable")[:worst])
+    def big(a):
+        return np.repeat(np.repeat(a, 8, axis=0), 8, axis=1)
+
+    fig, axes = plots.subplots(len(shown), 5, figsize=(11, 2.35 * len(shown) + 0.6))
+    for row, i in zip(axes, shown):
+        picture = load_data.denormalize(images[i])
+        means = regions.region_means(labels[i], picture.reshape(-1, 3))[labels[i]]
+        for ax, (title, drawn) in zip(row, (
+                (f"test image {i}", picture),
+                (f"{labels[i].max() + 1} SLIC regions",  # drawn 8x larger: thin borders
+                 mark_boundaries(big(picture), big(labels[i]), color=(1, 0.85, 0))),
+                ("region mean colours", means),
+                ("true mask", masks[i] > 0),
+                (f"ceiling: majority painted (IoU {iou[i]:.2f})",
+                 plots.error_overlay(picture, masks[i], painted[i])))):
+            ax.imshow(drawn, cmap="gray" if drawn.ndim == 2 else None, interpolation="nearest")
+            ax.set_title(title, fontsize=9)
+            ax.axis("off")
+    fig.suptitle(f"Region graphs: SLIC n_segments={regions.N_SEGMENTS}, compactness="
+                 f"{regions.COMPACTNESS}, min_size_factor={regions.MIN_SIZE_FACTOR}\n"
+                 f"rows {typical + 1}-{len(shown)}: the worst ceilings of {searched} test "
+                 f"scenes; errors: blue = digit pixel in a background region, red = the "
+                 f"reverse", fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 def plot_eigenvectors(side=32, count=16):
@@ -877,6 +920,8 @@ def main(argv=None):
     teaching = commands.add_parser("plots", help="the teaching pictures")
     teaching.add_argument("--checkpoint", default="im/compare/cheb_seed0/model.keras",
                           help="a trained cheb model whose filters to draw (examples if absent)")
+    teaching.add_argument("--data_dir", default="",
+                          help="MNIST/CIFAR-10 folder for the regions picture (default: main.py's)")
     teaching.add_argument("--out_dir", type=Path, default=Path("im"))
     teaching.set_defaults(run=run_plots)
     own = commands.add_parser("folder", help="a folder of scenes: time to train, both paths' "

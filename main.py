@@ -78,7 +78,7 @@ class Interrupted(Exception):
 
 def parse_config(argv=None):
     """Flags over the defaults above, every value checked (see configurator.py)."""
-    return configurator.parse_config(argv, HYPERPARAMETERS, __doc__.split("\n")[0])
+    return configurator.parse_config(argv, HYPERPARAMETERS, __doc__.split("\n\n")[0])
 
 
 # ---- data -------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Shared fixtures (the real-data folder, one finished tiny run) and the --slow switch.
 
-`pytest -q tests` runs the fast tests (about a minute on two cores); `--slow` adds
+`pytest -q tests` runs the fast tests (under two minutes on two cores); `--slow` adds
 the end-to-end runs marked @pytest.mark.slow (several devices, clusters, signals), as CI does.
 """
 import os

@@ -13,9 +13,10 @@ from helpers import call_main
 from load_data import Datagen
 
 
-def test_plots_writes_the_three_pictures(tmp_path):
+def test_plots_writes_the_four_pictures(tmp_path):
     benchmark.main(["plots", "--out_dir", str(tmp_path), "--checkpoint", str(tmp_path / "none")])
-    for name in ("laplacian_eigenvectors", "chebyshev_response", "receptive_field"):
+    for name in ("laplacian_eigenvectors", "chebyshev_response", "receptive_field",
+                 "regions_example"):
         assert (tmp_path / f"{name}.png").stat().st_size > 10_000, name
 
 

@@ -63,19 +63,31 @@ def error_overlay(image, truth, pred):
     return grey
 
 
+def error_title(mask, pred, num_classes):
+    """The errors panel's title: the row's foreground IoU (any class counts as foreground);
+    with several classes also the share of the true foreground given its own class."""
+    labelled = mask != IGNORE
+    truth, found = (mask > 0) & labelled, (pred > 0) & labelled
+    union = (truth | found).sum()
+    if not union:
+        return "errors"
+    title = f"errors (IoU {(truth & found).sum() / union:.2f})"
+    if num_classes > 2:
+        title = (f"fg IoU {(truth & found).sum() / union:.2f}, "
+                 f"{(pred[truth] == mask[truth]).mean() if truth.any() else 0:.0%} right class")
+    return title
+
+
 def samples(shown, masks, preds, num_classes, title, path, names=None):
     """Rows of input | ground truth | prediction | errors; shown are RGB images in [0, 1],
     each row's of any size."""
     rows = len(shown)
     fig, axes = subplots(rows, 4, figsize=(8, 2.2 * rows + 1.0), squeeze=False)
     for r in range(rows):
-        labelled = masks[r] != IGNORE
-        inter = ((masks[r] > 0) & (preds[r] > 0) & labelled).sum()
-        union = (((masks[r] > 0) | (preds[r] > 0)) & labelled).sum()
         panels = (shown[r], colour_mask(masks[r], num_classes),
                   colour_mask(preds[r], num_classes), error_overlay(shown[r], masks[r], preds[r]))
         titles = ("input", "ground truth", "prediction",
-                  f"errors (IoU {inter / union:.2f})" if union else "errors")
+                  error_title(masks[r], preds[r], num_classes))
         for ax, panel, name in zip(axes[r], panels, titles):
             ax.imshow(panel, interpolation="nearest")
             ax.set_title(name, fontsize=9)

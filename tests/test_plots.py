@@ -100,3 +100,14 @@ def test_a_picture_that_cannot_be_written_is_one_sentence_and_closes_its_figure(
     with pytest.raises(plots.files.FileError, match="is a file, not a folder"):
         plots.prediction(RNG.random((8, 8, 3)), masks_of(2, 8, 8), 2, "x",
                          tmp_path / "a_file" / "prediction.png")
+
+
+def test_error_title_counts_foreground_and_right_classes_by_hand():
+    mask = np.array([[0, 3, 3, 255], [0, 5, 0, 0]])
+    pred = np.array([[4, 3, 2, 7], [0, 5, 0, 0]])
+    # foreground: truth {(0,1), (0,2), (1,1)}, found {(0,0), (0,1), (0,2), (1,1)}; the
+    # unlabelled pixel counts in neither: IoU 3/4; right class at (0,1) and (1,1): 2 of 3.
+    assert plots.error_title(mask, pred, 8) == "fg IoU 0.75, 67% right class"
+    binary = np.where(mask == 255, 255, mask > 0)  # two classes: the IoU alone
+    assert plots.error_title(binary, (pred > 0).astype(int), 2) == "errors (IoU 0.75)"
+    assert plots.error_title(np.zeros((2, 2), int), np.zeros((2, 2), int), 11) == "errors"

@@ -88,6 +88,22 @@ def test_directional_layer_is_a_3x3_convolution(connectivity):
 
 
 @pytest.mark.parametrize("stencil", [True, False])
+def test_isotropic_layers_turn_with_their_input_and_the_directional_one_does_not(stencil):
+    # Why the rotation study comes out as it does: on a square grid, GraphConv and ChebConv
+    # weigh every neighbour alike, so turning the input by 90 degrees turns the output with
+    # it; a weight per direction (a 3x3 kernel) does not commute with the turn.
+    x = RNG.standard_normal((2, 6, 6, 3)).astype("float32")
+    turned = np.rot90(x, 1, axes=(1, 2)).copy()
+    for cls, kwargs, isotropic in ((model.GraphConv, {"units": 4}, True),
+                                   (model.ChebConv, {"units": 4, "K": 3}, True),
+                                   (model.DirectionalGraphConv, {"units": 4}, False)):
+        layer = layer_with_random_weights(cls, x, stencil=stencil, **kwargs)
+        gap = np.abs(np.rot90(np.asarray(layer(x)), 1, axes=(1, 2))
+                     - np.asarray(layer(turned))).max()
+        assert (gap < 1e-4) if isotropic else (gap > 0.1), (cls.__name__, gap)
+
+
+@pytest.mark.parametrize("stencil", [True, False])
 @pytest.mark.parametrize("cls, kwargs", LAYERS)
 def test_gradients_reach_every_weight(cls, kwargs, stencil):
     x = tf.constant(RNG.standard_normal((2, 4, 5, 3)), tf.float32)

@@ -567,6 +567,7 @@ def plot_regions(data_dir, searched=500, typical=2, worst=2):
     iou = np.array([np.sum((p > 0) & (m > 0)) / max(1, np.sum((p > 0) | (m > 0)))
                     for p, m in zip(painted, masks)])
     shown = list(range(typical)) + list(np.argsort(iou, kind="stable")[:worst])
+
     def big(a):
         return np.repeat(np.repeat(a, 8, axis=0), 8, axis=1)
 

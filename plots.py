@@ -71,11 +71,11 @@ def error_title(mask, pred, num_classes):
     union = (truth | found).sum()
     if not union:
         return "errors"
-    title = f"errors (IoU {(truth & found).sum() / union:.2f})"
-    if num_classes > 2:
-        title = (f"fg IoU {(truth & found).sum() / union:.2f}, "
-                 f"{(pred[truth] == mask[truth]).mean() if truth.any() else 0:.0%} right class")
-    return title
+    iou = (truth & found).sum() / union
+    if num_classes == 2:
+        return f"errors (IoU {iou:.2f})"
+    right = (pred[truth] == mask[truth]).mean() if truth.any() else 0.0
+    return f"fg IoU {iou:.2f}, {right:.0%} right class"
 
 
 def samples(shown, masks, preds, num_classes, title, path, names=None):

@@ -543,11 +543,13 @@ def run_plots(args):
     """The teaching pictures: eigenvectors, Chebyshev responses, receptive fields, regions."""
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for path, draw in ((out / "laplacian_eigenvectors.png", plot_eigenvectors),
+    # The regions picture first: the one that reads data, so a wrong --data_dir stops
+    # the command before any picture is written.
+    for path, draw in ((out / "regions_example.png", lambda: plot_regions(args.data_dir)),
+                       (out / "laplacian_eigenvectors.png", plot_eigenvectors),
                        (out / "chebyshev_response.png",
                         lambda: plot_chebyshev(args.checkpoint)),
-                       (out / "receptive_field.png", plot_receptive_field),
-                       (out / "regions_example.png", lambda: plot_regions(args.data_dir))):
+                       (out / "receptive_field.png", plot_receptive_field)):
         plots.save(draw(), path)
         print(f"wrote {path}")
 
@@ -948,7 +950,11 @@ def main(argv=None):
     steps.set_defaults(run=run_steps)
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
-    args.run(args)
+    try:
+        args.run(args)
+    except (configurator.UsageError, load_data.DataError, files.FileError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2 if isinstance(error, configurator.UsageError) else 1)  # as main.py does
 
 
 if __name__ == "__main__":

@@ -20,6 +20,16 @@ def test_plots_writes_the_four_pictures(tmp_path):
         assert (tmp_path / f"{name}.png").stat().st_size > 10_000, name
 
 
+def test_plots_with_a_missing_data_folder_is_one_sentence_and_writes_nothing(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        benchmark.main(["plots", "--data_dir", str(tmp_path / "nowhere"), "--out_dir",
+                        str(tmp_path / "out"), "--checkpoint", str(tmp_path / "none")])
+    assert stop.value.code == 1
+    assert capsys.readouterr().err.startswith(f"error: the data folder {tmp_path / 'nowhere'} "
+                                              f"does not exist; ")
+    assert not list((tmp_path / "out").glob("*.png"))
+
+
 def test_compare_reuses_only_a_finished_run_with_the_same_settings(tmp_path):
     args = SimpleNamespace(steps=500, eval_every=50, data_dir="data")
     assert not benchmark.same_run(tmp_path, args)                      # nothing there

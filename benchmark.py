@@ -541,8 +541,7 @@ def plot_rotation(summary, angles, path):
 
 def run_plots(args):
     """The teaching pictures: eigenvectors, Chebyshev responses, receptive fields, regions."""
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out_dir)  # made by the first picture written, so a failure leaves none
     # The regions picture first: the one that reads data, so a wrong --data_dir stops
     # the command before any picture is written.
     for path, draw in ((out / "regions_example.png", lambda: plot_regions(args.data_dir)),

@@ -191,6 +191,9 @@ def adopt_saved_settings(cfg, saved, mode, defaults):
                                       f"restore the file") from None
         if name not in cfg.given:
             setattr(cfg, name, value)
+        elif name == "data_dir" and (Path(cfg.data_dir).resolve() == Path(value).resolve()
+                                     or saved.get("source") == "folder"):
+            continue  # the same folder however spelt, or your own folder where it is now
         elif getattr(cfg, name) != value and mode == "evaluate":
             print(f"note: --{name} {getattr(cfg, name)} differs from the run's {value!r}, "
                   f"so this score is not on the run's own test set")

@@ -91,3 +91,24 @@ def test_multiworker_without_tf_config_is_one_clear_sentence(monkeypatch, tmp_pa
                                "--out_dir", tmp_path / "run")
     assert status == 2 and "needs TF_CONFIG" in one_sentence(err)
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_takes_the_runs_data_folder_however_it_is_spelt(tmp_path, monkeypatch):
+    import configurator
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.keras").touch()
+    saved = {"source": "real", "data_dir": str((tmp_path / "data").resolve()), "seed": 3}
+    cfg = main.parse_config(["--resume", "--data_dir", "data", "--out_dir", "run"])  # as its continue command says
+    configurator.adopt_saved_settings(cfg, saved, "resume", main.HYPERPARAMETERS)
+    assert cfg.seed == 3
+    cfg = main.parse_config(["--resume", "--data_dir", "other", "--out_dir", "run"])
+    with pytest.raises(main.UsageError, match="--data_dir other differs from the run's"):
+        configurator.adopt_saved_settings(cfg, saved, "resume", main.HYPERPARAMETERS)
+    for part in ("images", "masks"):  # your own folder, moved: --data_dir says where it is now
+        (tmp_path / "other" / part).mkdir()
+    configurator.adopt_saved_settings(cfg, {**saved, "source": "folder"}, "resume",
+                                      main.HYPERPARAMETERS)
+    assert cfg.data_dir == "other"

@@ -84,7 +84,8 @@ def turn(patches, sizes, degrees):
     """Each (S, S) patch turned counterclockwise by its angle about the centre of its digit.
 
     patches (B, K, S, S) hold digits of side sizes (B, K) in their top-left corner; bilinear,
-    and what turns out of the S x S square is lost (MNIST leaves a margin round each digit).
+    and what turns out of a digit's own square is lost (MNIST leaves a margin round each
+    digit), so a turned digit still fits where its size was placed.
     """
     from scipy.ndimage import map_coordinates
     n, side = patches.shape[0] * patches.shape[1], patches.shape[-1]
@@ -100,7 +101,8 @@ def turn(patches, sizes, degrees):
     # Rounded: cos(180 deg) is -1 + 1e-16, which would put an edge pixel's source outside.
     source_y, source_x = np.round(source_y, 6), np.round(source_x, 6)
     turned = map_coordinates(flat, [index, source_y, source_x], order=1, cval=0.0)
-    return turned.reshape(patches.shape).astype(np.float32)
+    inside = np.maximum(grid_y, grid_x) < sizes.reshape(n, 1, 1)   # (n, S, S)
+    return (turned * inside).reshape(patches.shape).astype(np.float32)
 
 
 def resize(images, size):

@@ -603,6 +603,28 @@ def test_turn_by_quarters_equals_numpy_rot90(degrees, quarters):
     np.testing.assert_allclose(turned, np.rot90(patches, quarters, axes=(-2, -1)), atol=1e-6)
 
 
+def test_a_turned_small_digit_keeps_to_its_own_square():
+    # Patches are padded to the largest side; a smaller digit's turned corners must not
+    # spill into the padding, where its placement has no room for them.
+    patches = np.zeros((1, 2, 14, 14), np.float32)
+    patches[0, 0, :8, :8] = 1.0                        # an 8-pixel digit, inked to its corners
+    patches[0, 1] = 1.0                                # a 14-pixel one, likewise
+    turned = load_data.turn(patches, np.array([[8, 14]]), np.array([[45.0, 45.0]]))
+    assert turned[0, 0, :8, :8].sum() > 0 and not turned[0, 0, 8:].any()
+    assert not turned[0, 0, :, 8:].any()
+    assert turned[0, 1].sum() > 0
+
+
+def test_scaled_and_turned_digits_stay_on_their_own_canvas():
+    gen = Datagen(source="synthetic", canvas=20, digit_size=14, seed=1,
+                  digit_scale=(0.5, 1.0), digit_angle=(45, 45))
+    layout = gen.draw(64, step=0)
+    patches = gen._patches(layout)[:, 0]               # (B, S, S)
+    for b in range(64):
+        rows, cols = np.nonzero(patches[b])
+        assert (layout.y[b, 0] + rows).max() < 20 and (layout.x[b, 0] + cols).max() < 20
+
+
 def test_turned_digits_carry_their_masks_and_change_nothing_else():
     kwargs = dict(source="synthetic", canvas=24, digit_size=14, seed=4)
     upright = Datagen(**kwargs)

@@ -140,6 +140,8 @@ def check_paths(cfg):
         raise UsageError("--out_dir is empty; name the folder for the run")
     cfg.out_dir = Path(cfg.out_dir)
     cfg.checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else cfg.out_dir / "model.keras"
+    if (cfg.evaluate or cfg.predict) and "checkpoint" in cfg.given and "out_dir" not in cfg.given:
+        cfg.out_dir = cfg.checkpoint.parent  # a model's scores and pictures go beside it
     if cfg.out_dir.exists() and not cfg.out_dir.is_dir():
         raise UsageError(f"--out_dir {cfg.out_dir} is a file; name a folder")
     if cfg.checkpoint.is_dir() or cfg.checkpoint.suffix != ".keras":

@@ -10,6 +10,7 @@ or on a folder of your own images and masks.
     python main.py --export served/         the run's model as a TensorFlow SavedModel
 """
 import contextlib
+import hashlib
 import json
 import resource
 import shutil
@@ -389,6 +390,9 @@ def run_evaluation(cfg):
         images, masks = datagen.test_set(cfg.eval_images)
         scores = metrics.score(model, images, masks, cfg.num_classes, cfg.batch_size)
     data = Path(str(datagen.data_dir)).name if datagen.source != "synthetic" else "synthetic"
+    here = str(Path(str(datagen.data_dir)).resolve())
+    if saved and saved.get("data_dir") not in ("", here) and Path(saved["data_dir"]).name == data:
+        data += "_" + hashlib.sha1(here.encode()).hexdigest()[:6]  # another folder, same name
     # Named for what it scored: any data setting that differs from the run's is in the name.
     other = "".join(f"_{name}{getattr(cfg, name):g}" for name in configurator.DATA_SETTINGS
                     if saved and name in saved and isinstance(saved[name], (int, float))

@@ -108,6 +108,28 @@ def test_a_folder_of_only_the_test_files_is_enough_to_evaluate(finished_run, tmp
     assert (tmp_path / "eval" / "eval_test_only_10_images_seed2024.json").is_file()
 
 
+def test_evaluate_writes_beside_its_model_and_never_over_another_folders_score(
+        run_copy, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where the default --out_dir im/ would be
+    for where in ("a", "b"):     # two data folders of the same name
+        write_mnist(tmp_path / where / "data" / "mnist", n=0, t10k=6)
+        write_cifar(tmp_path / where / "data" / "cifar", n=0, test=4)
+    config = json.loads((run_copy / "config.json").read_text())
+    (run_copy / "config.json").write_text(json.dumps(
+        {**config, "source": "real", "data_dir": str((tmp_path / "a" / "data").resolve())}))
+    scored = []
+    for flags in ([], ["--data_dir", tmp_path / "b" / "data"]):
+        status, out, err = call_main(capsys, "--evaluate", "--checkpoint",
+                                     run_copy / "model.keras", "--eval_images", "10", *flags)
+        assert status == 0, err
+        scored.append(json.loads(out.strip().splitlines()[-1]))
+    assert not (tmp_path / "im").exists()
+    own = run_copy / "eval_data_10_images_seed2024.json"
+    other = [p for p in run_copy.glob("eval_data_*_10_images_seed2024.json") if p != own]
+    assert json.loads(own.read_text()) == scored[0]
+    assert len(other) == 1 and json.loads(other[0].read_text()) == scored[1]
+
+
 # ---- no silent stand-in -----------------------------------------------------------
 
 @pytest.mark.parametrize("state", ["missing", "empty"])

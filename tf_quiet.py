@@ -54,7 +54,7 @@ def startup_notices_dropped():
 
 
 if not SHOW_TF_LOGS:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # errors still show
 with contextlib.nullcontext() if SHOW_TF_LOGS else startup_notices_dropped():
     import keras
     import tensorflow as tf

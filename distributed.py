@@ -9,6 +9,7 @@ import numpy as np
 
 import metrics
 from model import keras, tf
+from readers import IGNORE
 
 
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -130,8 +131,10 @@ def fit_multiworker(model, strategy, make_stream, valid, callbacks, steps, eval_
                                               global_batch_size=batch_size)
         gradients = tape.gradient(loss, model.trainable_variables)
         model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        confusion = tf.math.confusion_matrix(tf.reshape(masks, [-1]),
-                                             tf.reshape(tf.argmax(logits, -1), [-1]),
+        labels, predicted = tf.reshape(masks, [-1]), tf.reshape(tf.argmax(logits, -1), [-1])
+        known = labels != IGNORE  # unlabelled pixels count in no class, as in metrics.py
+        confusion = tf.math.confusion_matrix(tf.boolean_mask(labels, known),
+                                             tf.boolean_mask(predicted, known),
                                              num_classes, dtype=tf.float32)
         return loss, confusion
 

@@ -201,3 +201,22 @@ def test_a_diverging_multiworker_run_ends_like_a_fit_run(tmp_path, capsys):
     saved = runs.load_checkpoint(tmp_path / "cluster" / "model.keras")
     assert int(saved.optimizer.iterations.numpy()) == 0
     assert all(np.isfinite(w).all() for w in saved.get_weights())
+
+
+@pytest.mark.slow
+def test_a_cluster_trains_on_your_own_folder_with_unlabelled_pixels(tmp_path):
+    # Pictures smaller than the canvas: every crop runs off them, into unlabelled pixels,
+    # which the custom loop's confusion matrix must leave out as metrics.py does.
+    from test_folders import write_folder
+    folder = write_folder(tmp_path / "cells", n=12, sizes=((12, 14),))
+    port, = free_ports(1)
+    env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": {"worker": [f"127.0.0.1:{port}"]},
+                                                  "task": {"type": "worker", "index": 0}})}
+    result = subprocess.run([sys.executable, str(ROOT / "main.py"), "--data_dir", str(folder),
+                             "--canvas", "16", "--batch_size", "8", "--model", "fcn", "--steps",
+                             "2", "--eval_every", "1", "--strategy", "multiworker", "--out_dir",
+                             str(tmp_path / "run")],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert len(rows) == 3 and "nan" not in rows[-1]

@@ -394,6 +394,9 @@ def main(argv=None):
         gen = run.make_datagen(cfg)
         print(f"data: {gen.describe()}")
         path = cfg.out_dir / "input_data.png"
+        if run.runs.state(cfg.out_dir):  # its picture shows what that run trained on
+            raise run.UsageError(f"{cfg.out_dir} holds a run, and its input_data.png shows the "
+                                 f"data that run trained on; pass --out_dir to draw elsewhere")
         save_grid(gen, path)
         print(f"wrote {path}")
         return 0

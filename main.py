@@ -281,7 +281,9 @@ def run_training(cfg):
     with files.FolderLock(cfg.out_dir) if cfg.chief else contextlib.nullcontext():
         if cfg.overwrite:  # the old run's scores go with it: they describe another model
             for path in [cfg.checkpoint, *map(cfg.out_dir.joinpath, runs.RUN_FILES),
-                         *cfg.out_dir.glob("eval_*.json")]:
+                         *cfg.out_dir.glob("eval_*.json"), *cfg.out_dir.glob("samples_*.png"),
+                         *cfg.out_dir.glob("learning_curves_*.png"),
+                         *cfg.out_dir.glob("prediction_*.png")]:
                 path.unlink(missing_ok=True)
             shutil.rmtree(cfg.out_dir / "tensorboard", ignore_errors=True)
         return _train_and_score(cfg, strategy, datagen, settings, finished=state == "finished")

@@ -522,6 +522,14 @@ def test_cli_writes_the_picture(tmp_path, capsys):
     assert [p.name for p in out.iterdir()] == ["input_data.png"]  # no temporary left behind
 
 
+def test_cli_leaves_a_runs_own_picture_alone(tmp_path, capsys):
+    for name, text in (("config.json", "{}"), ("metrics.json", "{}"), ("input_data.png", "x")):
+        (tmp_path / name).write_text(text)
+    assert load_data.main(["--source", "synthetic", "--out_dir", str(tmp_path)]) == 2
+    assert "holds a run" in capsys.readouterr().err
+    assert (tmp_path / "input_data.png").read_text() == "x"
+
+
 def test_cli_on_real_data(real_data_dir, tmp_path, capsys):
     assert load_data.main(["--data_dir", str(real_data_dir), "--out_dir", str(tmp_path)]) == 0
     assert "real MNIST" in capsys.readouterr().out

@@ -173,6 +173,8 @@ def test_resume_of_a_finished_run_needs_more_steps(finished_run, capsys):
 
 @pytest.mark.slow
 def test_overwrite_replaces_a_finished_run(run_copy, capsys):
+    for old in ("samples_unet.png", "learning_curves_unet.png", "prediction_cat.png"):
+        (run_copy / old).write_text("the old run's")  # pictures of another model
     before = snapshot(run_copy)
     status, _, err = call_main(capsys, *TINY, "--steps", "2", "--eval_every", "1", "--seed", "1",
                                "--overwrite", "--out_dir", run_copy)
@@ -181,6 +183,8 @@ def test_overwrite_replaces_a_finished_run(run_copy, capsys):
     assert len((run_copy / "log.csv").read_text().splitlines()) == 1 + 2
     assert step_of(run_copy / "model.keras") == 2
     assert snapshot(run_copy)["metrics.json"] != before["metrics.json"]
+    assert not any((run_copy / old).exists() for old in ("samples_unet.png",
+                   "learning_curves_unet.png", "prediction_cat.png"))
     assert not temporaries(run_copy)
 
 

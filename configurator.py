@@ -113,7 +113,7 @@ def check_config(cfg):
                       ("digit_angle_min", "digit_angle_max")):
         if getattr(cfg, high) < getattr(cfg, low):
             raise UsageError(f"--{high} must be at least --{low}")
-    if round(cfg.digit_scale_max * cfg.digit_size) > cfg.canvas:
+    if not own and round(cfg.digit_scale_max * cfg.digit_size) > cfg.canvas:
         raise UsageError(f"digits of up to {round(cfg.digit_scale_max * cfg.digit_size)} pixels "
                          f"do not fit a {cfg.canvas}-pixel canvas; lower --digit_size or "
                          f"--digit_scale_max, or raise --canvas")
@@ -182,6 +182,8 @@ def adopt_saved_settings(cfg, saved, mode, defaults):
                                                       and n not in ("out_dir", "checkpoint")]
     if ("data_dir" in cfg.given and "source" not in cfg.given) or saved.get("source") == "folder":
         names = [n for n in names if n != "source"]  # a named folder means what it holds
+    if "source" in cfg.given and cfg.source == "synthetic":
+        names = [n for n in names if n != "data_dir"]  # it reads no folder, the run's or other
     for name in names:
         if name not in saved:
             continue

@@ -112,3 +112,21 @@ def test_resume_takes_the_runs_data_folder_however_it_is_spelt(tmp_path, monkeyp
     configurator.adopt_saved_settings(cfg, {**saved, "source": "folder"}, "resume",
                                       main.HYPERPARAMETERS)
     assert cfg.data_dir == "other"
+
+
+def test_own_folders_need_no_room_for_digits(tmp_path):
+    (tmp_path / "cells" / "images").mkdir(parents=True)
+    cfg = main.parse_config(["--data_dir", str(tmp_path / "cells"), "--canvas", "12"])
+    assert cfg.canvas == 12
+    with pytest.raises(main.UsageError, match="do not fit a 12-pixel canvas"):
+        main.parse_config(["--canvas", "12"])  # digits of 14 pixels
+
+
+def test_scoring_a_real_run_on_the_synthetic_stand_in_reads_no_folder(tmp_path):
+    import configurator
+    (tmp_path / "model.keras").touch()
+    cfg = main.parse_config(["--evaluate", "--source", "synthetic", "--checkpoint",
+                             str(tmp_path / "model.keras")])
+    saved = {"source": "real", "data_dir": str(tmp_path), "canvas": 16}
+    configurator.adopt_saved_settings(cfg, saved, "evaluate", main.HYPERPARAMETERS)
+    assert cfg.source == "synthetic" and not cfg.data_dir and cfg.canvas == 16

@@ -244,8 +244,8 @@ def train(cfg, strategy, datagen, valid, finished=False):
 
 # ---- the three modes --------------------------------------------------------------
 
-def run_training(cfg):
-    """Train, score on the fixed test set, and write the pictures."""
+def refuse_to_replace(cfg):
+    """The run folder's state; a run or model already there is kept unless the flags say."""
     state = runs.state(cfg.out_dir)
     if state and not (cfg.resume or cfg.overwrite):
         what = ("continue it with --resume" if state == "interrupted" else
@@ -256,6 +256,12 @@ def run_training(cfg):
     if cfg.checkpoint.exists() and not (cfg.resume or cfg.overwrite):
         raise UsageError(f"{cfg.checkpoint} already holds a model; continue it with --resume, "
                          f"replace it with --overwrite, or choose another --checkpoint")
+    return state
+
+
+def run_training(cfg):
+    """Train, score on the fixed test set, and write the pictures."""
+    state = refuse_to_replace(cfg)
     saved = {}
     if cfg.resume:
         saved = runs.saved_config(cfg.checkpoint) or {}
@@ -279,6 +285,8 @@ def run_training(cfg):
                          f"{strategy.num_replicas_in_sync} replicas")
     # Only the chief writes, so only the chief holds the folder (a worker may share it).
     with files.FolderLock(cfg.out_dir) if cfg.chief else contextlib.nullcontext():
+        if cfg.chief:  # again, holding the folder: another run may have finished here since
+            refuse_to_replace(cfg)
         if cfg.overwrite:  # the old run's scores go with it: they describe another model
             for path in [cfg.checkpoint, *map(cfg.out_dir.joinpath, runs.RUN_FILES),
                          *cfg.out_dir.glob("eval_*.json"), *cfg.out_dir.glob("samples_*.png"),

@@ -161,6 +161,25 @@ def test_a_fresh_run_into_a_finished_run_is_refused(finished_run, capsys):
     assert snapshot(finished_run) == before and not temporaries(finished_run)
 
 
+def test_a_run_that_finishes_here_meanwhile_is_not_replaced(tmp_path, capsys, monkeypatch):
+    # The folder is checked at the start and again once held: between the two, another
+    # run may have finished there (while this one read its data).
+    run = tmp_path / "run"
+    real_lock = main.files.FolderLock
+
+    def lock_after_another_run_finished(folder):
+        run.mkdir(exist_ok=True)
+        for name in ("config.json", "metrics.json"):
+            (run / name).write_text('{"the": "other run"}')
+        return real_lock(folder)
+
+    monkeypatch.setattr(main.files, "FolderLock", lock_after_another_run_finished)
+    status, _, err = call_main(capsys, *TINY, "--steps", "2", "--eval_every", "1",
+                               "--out_dir", run)
+    assert status == 2 and "holds a finished run" in one_sentence(err)
+    assert (run / "metrics.json").read_text() == '{"the": "other run"}'
+
+
 def test_resume_of_a_finished_run_needs_more_steps(finished_run, capsys):
     before = snapshot(finished_run)
     status, _, err = call_main(capsys, "--resume", "--out_dir", finished_run)

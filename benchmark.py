@@ -360,6 +360,9 @@ def run_rotation(args):
         table += "\n\nNot measured: " + "; ".join(
             f"{name}, {classes} classes, {training_label(limit)} (seed {','.join(seeds)})"
             for (classes, limit, name), seeds in missing.items()) + "."
+    intro, every = table.split("\n\n", 1)  # the command and its protocol, then every score
+    table = (f"{intro}\n\n{rotation_digest(summary, args.angles)}\n\n"
+             f"Every score at every angle:\n\n{every}")
     print("\n" + table)
     files.write_text(out / "rotation.md", table + "\n")
     plot_rotation(summary, args.angles, out / "rotation.png")
@@ -475,6 +478,46 @@ def mean_std(xs):
     if len(xs) == 1:
         return f"{xs[0]:.3f}"
     return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}"
+
+
+def rotation_digest(summary, angles):
+    """The README's two tables: for each task and training, every model's score upright and
+    at 90°, then at 2 classes its lowest over the angles (each seed's worst, averaged), at
+    11 classes its score at 180° with and without 6 and 9 merged."""
+    blocks = []
+    for classes, key, title in ((2, "fg_iou", "Is it a digit? Foreground IoU, 2 classes"),
+                                (11, "miou", "Which digit? Mean IoU, 11 classes")):
+        limits = sorted({k[1] for k in summary if k[0] == classes})
+        if not limits:
+            continue
+        picks = [(a, key, f"{a}°") for a in (0, 90) if a in angles]
+        if classes == 2:
+            picks.append(("lowest", key, "lowest"))
+        elif 180 in angles:
+            picks += [(180, key, "180°"), (180, "miou_69", "180°, 6=9")]
+        lines = [f"*{title}* (seeds: per training, "
+                 + " / ".join(training_label(t) for t in limits) + ")", "",
+                 "| model | seeds | " + " | ".join(f"{training_label(t)}: {label}"
+                                                    for t in limits for _, _, label in picks)
+                 + " |", "|---|---|" + "---:|" * (len(limits) * len(picks))]
+        for name in model.MODELS:
+            found = {t: summary.get((classes, t, name, key)) for t in limits}
+            if not any(found.values()):
+                continue
+            cells = []
+            for t in limits:
+                for angle, score, _ in picks:
+                    seeds, values = summary.get((classes, t, name, score), (None, None))
+                    if values is None:
+                        cells.append("-")
+                    elif angle == "lowest":
+                        cells.append(mean_std([min(v) for v in zip(*(values[a] for a in angles))]))
+                    else:
+                        cells.append(mean_std(values[angle]))
+            counts = " / ".join(str(len(found[t][0])) if found[t] else "0" for t in limits)
+            lines.append(f"| {name} | {counts} | " + " | ".join(cells) + " |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
 
 
 def rotation_markdown(summary, angles, command, steps, eval_images):

@@ -175,3 +175,23 @@ def test_rotation_trains_scores_reuses_and_tabulates(tmp_path, capsys):
     assert (tmp_path / "rotation.md").read_text().endswith(
         "\n\nNot measured: gunet, 11 classes, upright (seed 0).\n")
     assert not (tmp_path / "rotation" / "11_classes_upright" / "gunet_seed0").exists()
+
+
+def test_rotation_digest_gives_each_trainings_scores_and_each_seeds_worst_angle():
+    results = {
+        (2, 0, "unet", 0): {0: {"fg_iou": 0.9}, 90: {"fg_iou": 0.7}, 180: {"fg_iou": 0.8}},
+        (2, 0, "unet", 1): {0: {"fg_iou": 0.8}, 90: {"fg_iou": 0.85}, 180: {"fg_iou": 0.9}},
+        (2, 180, "unet", 0): {0: {"fg_iou": 0.6}, 90: {"fg_iou": 0.6}, 180: {"fg_iou": 0.5}},
+        (11, 0, "cheb", 0): {a: {"fg_iou": 0.9, "miou": m, "miou_69": m + 0.1}
+                             for a, m in ((0, 0.4), (90, 0.3), (180, 0.2))},
+    }
+    digest = benchmark.rotation_digest(benchmark.rotation_summary(results), [0, 90, 180])
+    two, eleven = digest.split("\n\n*")
+    assert ("| model | seeds | upright: 0° | upright: 90° | upright: lowest | turned ±180°: 0° "
+            "| turned ±180°: 90° | turned ±180°: lowest |") in two
+    # unet's worst angles: 0.7 (seed 0, 90°) and 0.8 (seed 1, 0°), so 0.75 ± 0.1/sqrt(2)
+    assert ("| unet | 2 / 1 | 0.850 ± 0.071 | 0.775 ± 0.106 | 0.750 ± 0.071 | 0.600 | 0.600 "
+            "| 0.500 |") in two
+    assert "| model | seeds | upright: 0° | upright: 90° | upright: 180° | upright: 180°, 6=9 |" \
+        in eleven
+    assert "| cheb | 1 | 0.400 | 0.300 | 0.200 | 0.300 |" in eleven

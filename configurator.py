@@ -195,8 +195,8 @@ def adopt_saved_settings(cfg, saved, mode, defaults):
                                       f"restore the file") from None
         if name not in cfg.given:
             setattr(cfg, name, value)
-        elif name == "data_dir" and (Path(cfg.data_dir).resolve() == Path(value).resolve()
-                                     or saved.get("source") == "folder"):
+        elif name == "data_dir" and (Path(cfg.data_dir).resolve() == Path(value).resolve() or (
+                saved.get("source") == "folder" and mode == "resume")):
             continue  # the same folder however spelt, or your own folder where it is now
         elif getattr(cfg, name) != value and mode == "evaluate":
             print(f"note: --{name} {getattr(cfg, name)} differs from the run's {value!r}, "

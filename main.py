@@ -400,7 +400,7 @@ def run_evaluation(cfg):
         images, masks = datagen.test_set(cfg.eval_images)
         scores = metrics.score(model, images, masks, cfg.num_classes, cfg.batch_size)
     data = Path(str(datagen.data_dir)).name if datagen.source != "synthetic" else "synthetic"
-    here = str(Path(str(datagen.data_dir)).resolve())
+    here = str(Path(str(datagen.data_dir)).resolve()) if datagen.source != "synthetic" else ""
     if saved and saved.get("data_dir") not in ("", here) and Path(saved["data_dir"]).name == data:
         data += "_" + hashlib.sha1(here.encode()).hexdigest()[:6]  # another folder, same name
     # Named for what it scored: any data setting that differs from the run's is in the name.

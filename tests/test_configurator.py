@@ -93,7 +93,8 @@ def test_multiworker_without_tf_config_is_one_clear_sentence(monkeypatch, tmp_pa
     assert not (tmp_path / "run").exists()
 
 
-def test_resume_takes_the_runs_data_folder_however_it_is_spelt(tmp_path, monkeypatch):
+def test_resume_takes_the_runs_data_folder_however_it_is_spelt(tmp_path, monkeypatch,
+                                                              capsys):
     import configurator
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
@@ -112,6 +113,10 @@ def test_resume_takes_the_runs_data_folder_however_it_is_spelt(tmp_path, monkeyp
     configurator.adopt_saved_settings(cfg, {**saved, "source": "folder"}, "resume",
                                       main.HYPERPARAMETERS)
     assert cfg.data_dir == "other"
+    cfg = main.parse_config(["--evaluate", "--data_dir", "other", "--out_dir", "run"])
+    configurator.adopt_saved_settings(cfg, {**saved, "source": "folder"}, "evaluate",
+                                      main.HYPERPARAMETERS)
+    assert "--data_dir other differs from the run's" in capsys.readouterr().out  # said aloud
 
 
 def test_own_folders_need_no_room_for_digits(tmp_path):

@@ -507,7 +507,7 @@ def rotation_digest(summary, angles):
             cells = []
             for t in limits:
                 for angle, score, _ in picks:
-                    seeds, values = summary.get((classes, t, name, score), (None, None))
+                    _, values = summary.get((classes, t, name, score), (None, None))
                     if values is None:
                         cells.append("-")
                     elif angle == "lowest":

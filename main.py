@@ -288,10 +288,9 @@ def run_training(cfg):
         if cfg.chief:  # again, holding the folder: another run may have finished here since
             refuse_to_replace(cfg)
         if cfg.overwrite:  # the old run's scores go with it: they describe another model
+            old = ("eval_*.json", "samples_*.png", "learning_curves_*.png", "prediction_*.png")
             for path in [cfg.checkpoint, *map(cfg.out_dir.joinpath, runs.RUN_FILES),
-                         *cfg.out_dir.glob("eval_*.json"), *cfg.out_dir.glob("samples_*.png"),
-                         *cfg.out_dir.glob("learning_curves_*.png"),
-                         *cfg.out_dir.glob("prediction_*.png")]:
+                         *(p for pattern in old for p in cfg.out_dir.glob(pattern))]:
                 path.unlink(missing_ok=True)
             shutil.rmtree(cfg.out_dir / "tensorboard", ignore_errors=True)
         return _train_and_score(cfg, strategy, datagen, settings, finished=state == "finished")

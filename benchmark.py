@@ -9,6 +9,7 @@
     python benchmark.py plots [--data_dir DIR]   teaching pictures, regions_example.png too
     python benchmark.py folder [--data_dir DIR]   a folder of scenes: the folder-data targets
     python benchmark.py steps [--models gcn,regions]   training steps side by side
+    python benchmark.py forward [--models unet,gunet]   forward passes, eager and compiled
 
 `layers` times one layer's forward + backward pass (gradients for the input and
 the weights, in a tf.function, after a warm-up) for each variant side by side,
@@ -882,8 +883,36 @@ def run_steps(args):
             times["regions: graphs built in numpy"].append(min_time(lambda: graph.graphs(x), 1))
             times["regions: SLIC alone"].append(
                 min_time(lambda: [regions.superpixels(image) for image in x], 1))
+    print_medians(args, times, "steps")
+
+
+def run_forward(args):
+    """Time a forward pass of each model, interleaved on the same real batches in one
+    process: eager, as metrics.score calls the model, and compiled with tf.function.
+    Prints medians."""
+    gen = load_data.Datagen(args.data_dir or None, seed=0)
+    batches = [gen.sample(64, step=k)[0] for k in range(4)]
+    calls = {}
+    for name in args.models:
+        keras.utils.set_random_seed(0)
+        net = model.build_model(name, 2, 32, 32)
+        calls[f"{name}, eager"] = lambda x, net=net: net(x, training=False)
+        calls[f"{name}, tf.function"] = tf.function(lambda x, net=net: net(x, training=False))
+    for call in calls.values():  # warm-up: tracing and the first calls
+        for x in batches[:2]:
+            call(x)
+    times = {label: [] for label in calls}
+    for _ in range(args.rounds):
+        for label, call in calls.items():
+            for x in batches:
+                times[label].append(min_time(lambda: call(x), 1))
+    print_medians(args, times, "forward passes")
+
+
+def print_medians(args, times, what):
+    """A markdown table of median seconds per batch of 64, with the command that made it."""
     print(f"`python benchmark.py {' '.join(args.argv)}` (batches of 64, medians of "
-          f"{4 * args.rounds} steps each)\n")
+          f"{4 * args.rounds} {what} each)\n")
     print("| what | ms per batch | ms per image | images/s |\n|---|---:|---:|---:|")
     for name, taken in times.items():
         median = statistics.median(taken)
@@ -990,6 +1019,12 @@ def main(argv=None):
     steps.add_argument("--rounds", type=int, default=8, help="each times 4 batches per model")
     steps.add_argument("--data_dir", default="", help="MNIST/CIFAR-10 folder")
     steps.set_defaults(run=run_steps)
+    forward = commands.add_parser("forward", help="forward passes of models, eager and "
+                                  "compiled, interleaved")
+    forward.add_argument("--models", type=model_list, default=["unet", "gunet"])
+    forward.add_argument("--rounds", type=int, default=8, help="each times 4 batches per model")
+    forward.add_argument("--data_dir", default="", help="MNIST/CIFAR-10 folder")
+    forward.set_defaults(run=run_forward)
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
     try:

@@ -76,6 +76,20 @@ def test_data_reports_the_generator_speed(capsys):
     assert "images/s over 1 repeats of 2 batches" in printed
 
 
+def test_forward_times_each_model_eager_and_compiled(capsys):
+    benchmark.main(["forward", "--models", "fcn,unet", "--rounds", "1"])
+    printed = capsys.readouterr().out
+    assert "medians of 4 forward passes each" in printed
+    rows = [line.split("|")[1:-1] for line in printed.splitlines() if line.startswith("| fcn")
+            or line.startswith("| unet")]
+    assert [r[0].strip() for r in rows] == ["fcn, eager", "fcn, tf.function",
+                                            "unet, eager", "unet, tf.function"]
+    for _, per_batch, per_image, rate in rows:  # the columns agree, up to their rounding
+        batch, image, rate = float(per_batch), float(per_image), float(rate)
+        assert batch > 0 and abs(image * 64 - batch) <= 0.5 + 0.005 * 64
+        assert 64_000 / (batch + 0.5) - 0.5 <= rate <= 64_000 / max(batch - 0.5, 1e-9) + 0.5
+
+
 @pytest.mark.slow
 def test_compare_trains_reuses_and_tabulates(tmp_path, capsys):
     argv = ["compare", "--models", "fcn", "--seeds", "0", "--steps", "2", "--eval_every", "1",

@@ -919,6 +919,13 @@ def print_medians(args, times, what):
         print(f"| {name} | {1000 * median:.0f} | {1000 * median / 64:.2f} | {64 / median:.0f} |")
 
 
+def positive_int(text):
+    value = int(text)  # argparse words a ValueError itself
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text}")
+    return value
+
+
 def int_list(text):
     return [int(v) for v in text.split(",")]
 
@@ -951,7 +958,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     layers = commands.add_parser("layers", help="GraphConv paths against depthwise+1x1 conv")
-    layers.add_argument("--repeats", type=int, default=10, help="timed runs at (64, 32, 32)")
+    layers.add_argument("--repeats", type=positive_int, default=10,
+                        help="timed runs at (64, 32, 32)")
     layers.add_argument("--sizes", type=int_list, default=[32, 64, 128, 256])
     layers.add_argument("--batches", type=int_list, default=[1, 64])
     layers.add_argument("--out_dir", type=Path, default=Path("im"))
@@ -960,14 +968,15 @@ def main(argv=None):
     params.set_defaults(run=run_params)
     data = commands.add_parser("data", help="the image/mask generator's speed")
     data.add_argument("--data_dir", default="", help="as main.py's --data_dir")
-    data.add_argument("--batches", type=int, default=500)
-    data.add_argument("--repeats", type=int, default=7)
+    data.add_argument("--batches", type=positive_int, default=500)
+    data.add_argument("--repeats", type=positive_int, default=7)
     data.set_defaults(run=run_data)
     compare = commands.add_parser("compare", help="train every model on the same budget, seeds")
     compare.add_argument("--models", type=model_list, default=list(model.MODELS))
     compare.add_argument("--seeds", type=int_list, default=[0, 1, 2])
-    compare.add_argument("--steps", type=int, default=500)
-    compare.add_argument("--eval_every", type=int, default=50, help="curve points, for time "
+    compare.add_argument("--steps", type=positive_int, default=500)
+    compare.add_argument("--eval_every", type=positive_int, default=50,
+                         help="curve points, for time "
                          f"to foreground IoU {TARGET_IOU}")
     compare.add_argument("--data_dir", default="",
                          help="MNIST/CIFAR-10 folder (default: main.py's own default)")
@@ -982,9 +991,10 @@ def main(argv=None):
                           help="T per training setting: digits turned in [-T, T]; 0 is upright")
     rotation.add_argument("--angles", type=int_list, default=[0, 30, 60, 90, 135, 180],
                           help="test angles in degrees")
-    rotation.add_argument("--steps", type=int, default=500)
-    rotation.add_argument("--eval_every", type=int, default=50)
-    rotation.add_argument("--eval_images", type=int, default=2000, help="test scenes per angle")
+    rotation.add_argument("--steps", type=positive_int, default=500)
+    rotation.add_argument("--eval_every", type=positive_int, default=50)
+    rotation.add_argument("--eval_images", type=positive_int, default=2000,
+                          help="test scenes per angle")
     rotation.add_argument("--only_finished", action="store_true",
                           help="train nothing: tabulate the runs already finished")
     rotation.add_argument("--data_dir", default="",
@@ -1001,28 +1011,30 @@ def main(argv=None):
     own = commands.add_parser("folder", help="a folder of scenes: time to train, both paths' "
                               "scores, the reader's speed")
     own.add_argument("--data_dir", default="", help="MNIST/CIFAR-10 folder the scenes come from")
-    own.add_argument("--pairs", type=int, default=3000)
-    own.add_argument("--scene", type=int, default=48, help="side of the pictures written")
-    own.add_argument("--canvas", type=int, default=32, help="main.py's training crops")
-    own.add_argument("--digit_size", type=int, default=20)
-    own.add_argument("--digits_per_image", type=int, default=2)
-    own.add_argument("--steps", type=int, default=500)
-    own.add_argument("--batch_size", type=int, default=64)
+    own.add_argument("--pairs", type=positive_int, default=3000)
+    own.add_argument("--scene", type=positive_int, default=48, help="side of the pictures written")
+    own.add_argument("--canvas", type=positive_int, default=32, help="main.py's training crops")
+    own.add_argument("--digit_size", type=positive_int, default=20)
+    own.add_argument("--digits_per_image", type=positive_int, default=2)
+    own.add_argument("--steps", type=positive_int, default=500)
+    own.add_argument("--batch_size", type=positive_int, default=64)
     own.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
                      help="main.py's augmentation of folders (off: a mirrored 2 reads as a 5)")
     own.add_argument("--seed", type=int, default=0, help="draws the scenes")
-    own.add_argument("--repeats", type=int, default=20)
+    own.add_argument("--repeats", type=positive_int, default=20)
     own.add_argument("--out_dir", type=Path, default=Path("im"))
     own.set_defaults(run=run_folder)
     steps = commands.add_parser("steps", help="training steps of models, interleaved")
     steps.add_argument("--models", type=model_list, default=["gcn", "regions"])
-    steps.add_argument("--rounds", type=int, default=8, help="each times 4 batches per model")
+    steps.add_argument("--rounds", type=positive_int, default=8,
+                       help="each times 4 batches per model")
     steps.add_argument("--data_dir", default="", help="MNIST/CIFAR-10 folder")
     steps.set_defaults(run=run_steps)
     forward = commands.add_parser("forward", help="forward passes of models, eager and "
                                   "compiled, interleaved")
     forward.add_argument("--models", type=model_list, default=["unet", "gunet"])
-    forward.add_argument("--rounds", type=int, default=8, help="each times 4 batches per model")
+    forward.add_argument("--rounds", type=positive_int, default=8,
+                         help="each times 4 batches per model")
     forward.add_argument("--data_dir", default="", help="MNIST/CIFAR-10 folder")
     forward.set_defaults(run=run_forward)
     args = parser.parse_args(argv)

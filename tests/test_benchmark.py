@@ -90,6 +90,15 @@ def test_forward_times_each_model_eager_and_compiled(capsys):
         assert 64_000 / (batch + 0.5) - 0.5 <= rate <= 64_000 / max(batch - 0.5, 1e-9) + 0.5
 
 
+@pytest.mark.parametrize("argv", [["forward", "--rounds", "0"], ["steps", "--rounds", "-1"],
+                                  ["data", "--repeats", "0"], ["compare", "--steps", "0"]])
+def test_a_count_below_one_is_a_usage_error(argv, capsys):
+    with pytest.raises(SystemExit) as stop:
+        benchmark.main(argv)
+    assert stop.value.code == 2
+    assert "must be a positive whole number, not" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_compare_trains_reuses_and_tabulates(tmp_path, capsys):
     argv = ["compare", "--models", "fcn", "--seeds", "0", "--steps", "2", "--eval_every", "1",

@@ -38,15 +38,11 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 
-import configurator
-import files
-import graphs
 import load_data
-import metrics
 import model
-import plots
-import runs
-from model import keras, tf
+from segm import configurator, files, graphs, metrics, plots, readers, region_layers, runs
+from segm.errors import DataError, FileError, UsageError
+from segm.tf_quiet import keras, tf
 
 HERE = Path(__file__).resolve().parent
 
@@ -343,7 +339,7 @@ def run_rotation(args):
         try:
             train_once(name, seed, folder, args, settings)
             results[classes, limit, name, seed] = score_angles(folder, args.angles)
-        except (configurator.UsageError, load_data.DataError, files.FileError) as error:
+        except (UsageError, DataError, FileError) as error:
             sys.exit(f"\nerror: {error}")
         key, shown = ROTATION_SCORES[classes][0]
         print(f"{shown}: " + ", ".join(f"{a}° {s[key]:.3f}" for a, s in
@@ -438,7 +434,7 @@ def confusions(folder, config, angles):
         path = path.with_name(path.stem + "_confusion.json")
         if not path.is_file():
             if trained is None:
-                trained = runs.load_checkpoint(folder / "model.keras")
+                trained = model.load_model(folder / "model.keras")
             cfg = turned_config(folder, angle)
             with contextlib.redirect_stdout(io.StringIO()):  # its notes on the turned digits
                 configurator.adopt_saved_settings(cfg, config, "evaluate", main.HYPERPARAMETERS)
@@ -602,7 +598,7 @@ def plot_regions(data_dir, searched=500, typical=2, worst=2):
     majority class, as a perfect region classifier would; the first test images, then the
     worst ceilings among the first `searched`."""
     import main
-    import regions
+    from segm import regions
     from skimage.segmentation import mark_boundaries
     cfg = main.parse_config(["--data_dir", data_dir] if data_dir else [])
     images, masks = main.make_datagen(cfg, seed=cfg.test_seed).test_set(searched)
@@ -618,7 +614,7 @@ def plot_regions(data_dir, searched=500, typical=2, worst=2):
 
     fig, axes = plots.subplots(len(shown), 5, figsize=(11, 2.35 * len(shown) + 0.6))
     for row, i in zip(axes, shown):
-        picture = load_data.denormalize(images[i])
+        picture = readers.denormalize(images[i])
         means = regions.region_means(labels[i], picture.reshape(-1, 3))[labels[i]]
         for ax, (title, drawn) in zip(row, (
                 (f"test image {i}", picture),
@@ -776,7 +772,7 @@ def write_scenes(args, folder):
                             digits_per_image=args.digits_per_image, num_classes=11, seed=args.seed)
     images, masks = gen.sample(args.pairs)
     masks = SCENE_CLASSES[masks]
-    pixels = np.round(load_data.denormalize(images) * 255).astype(np.uint8)
+    pixels = np.round(readers.denormalize(images) * 255).astype(np.uint8)
     for sub, arrays in (("images", pixels), ("masks", masks)):
         (folder / sub).mkdir(parents=True, exist_ok=True)
         for i, array in enumerate(arrays):
@@ -789,8 +785,7 @@ def write_scenes(args, folder):
 def run_folder(args):
     """Train main.py's default model on a folder of scenes; score its held-out split through
     the folder path and through the generator's arrays; time the folder reader."""
-    import folders
-    import predict
+    from segm import folders, predict
     out = Path(args.out_dir) / "folder"
     scenes, run = out / "scenes", out / "run"
     shutil.rmtree(scenes, ignore_errors=True)
@@ -808,7 +803,7 @@ def run_folder(args):
     scores = json.loads((run / "metrics.json").read_text())
     saved_split = json.loads((run / "config.json").read_text())["split"]
     test = [int(name.removeprefix("scene")) for name in saved_split["test"]]
-    trained = runs.load_checkpoint(run / "model.keras")
+    trained = model.load_model(run / "model.keras")
     # The same model and scenes twice: PNG files read and tiled, and the generator's arrays.
     data = folders.FolderData(scenes, args.canvas, 3, test_seed=2024, augment=False,
                               saved_split=saved_split)
@@ -816,7 +811,7 @@ def run_folder(args):
     if args.scene == args.canvas:  # the model's own input size: straight through it
         by_arrays = metrics.score(trained, images[test], masks[test], 3, 64)
     else:  # tiles of the arrays, as --predict would cut them
-        pixels = np.round(load_data.denormalize(images[test]) * 255).astype(np.uint8)
+        pixels = np.round(readers.denormalize(images[test]) * 255).astype(np.uint8)
         by_arrays = predict.score_pictures(trained, zip(pixels, masks[test]), 3, 64)
     # The reader on one thread, against the model's training step.
     reader = folders.FolderData(scenes, args.canvas, 3, seed=1, augment=args.augment)
@@ -860,7 +855,7 @@ def run_steps(args):
     """Time a training step of each model, interleaved on the same real batches in one
     process (load from other jobs hits them all alike); for regions, its numpy graph
     building and SLIC alone too. Prints medians."""
-    import regions
+    from segm import regions
     gen = load_data.Datagen(args.data_dir or None, seed=0)
     batches = [gen.sample(64, step=k) for k in range(4)]
     nets = {}
@@ -872,7 +867,7 @@ def run_steps(args):
             nets[name].train_on_batch(x, y)
     times = {name: [] for name in args.models}
     graph = next((layer for net in nets.values() for layer in net.layers
-                  if isinstance(layer, model.RegionGraph)), None)
+                  if isinstance(layer, region_layers.RegionGraph)), None)
     if graph:
         times.update({"regions: graphs built in numpy": [], "regions: SLIC alone": []})
     for _ in range(args.rounds):
@@ -1041,9 +1036,9 @@ def main(argv=None):
     args.argv = sys.argv[1:] if argv is None else argv
     try:
         args.run(args)
-    except (configurator.UsageError, load_data.DataError, files.FileError) as error:
+    except (UsageError, DataError, FileError) as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(2 if isinstance(error, configurator.UsageError) else 1)  # as main.py does
+        sys.exit(2 if isinstance(error, UsageError) else 1)  # as main.py does
 
 
 if __name__ == "__main__":

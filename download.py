@@ -12,8 +12,9 @@ import urllib.request
 from pathlib import Path
 from typing import NamedTuple
 
-import files
-from readers import CIFAR_FOLDER, CIFAR_TRAIN, DEFAULT_DATA_DIR, DataError, cifar_folder
+from segm import files
+from segm.errors import DataError, FileError
+from segm.readers import CIFAR_FOLDER, CIFAR_TRAIN, DEFAULT_DATA_DIR, cifar_folder
 
 # By hand rather than keras.utils.get_file, which imports TensorFlow, has no size cap, leaves a
 # file that fails its hash under the final name, and skips archive members that escape the
@@ -156,7 +157,7 @@ def _disk_errors(path):
     """A full disk or an unwritable folder under path, as one DataError sentence."""
     try:
         yield
-    except files.FileError as e:
+    except FileError as e:
         raise DataError(f"{e}.") from None
     except OSError as e:  # network errors are DataErrors by now: this one is the disk's
         raise DataError(f"{files.describe_os_error(e, path)}.") from None

@@ -1,24 +1,20 @@
 """MNIST digits pasted on CIFAR-10 photos: images and their segmentation masks.
 
-    python load_data.py [main.py's flags]   # what main.py would train on -> im/input_data.png
-
 The real files come from `python download.py`. While the default folder (data/
 beside this script) holds none, the generator uses a built-in synthetic source
 (font digits on procedural backgrounds), so everything runs on a fresh clone; a
 folder named explicitly must hold the real files.
 """
 import functools
-import sys
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-import files
-from readers import (DEFAULT_DATA_DIR, DataError, Split, get_data_hint, has_real_files,
-                     load_real_cached, stamp)
-
-HERE = Path(__file__).resolve().parent
+from segm import plots
+from segm.errors import DataError
+from segm.readers import (DEFAULT_DATA_DIR, Split, denormalize, get_data_hint, has_real_files,
+                          load_real_cached, normalize, stamp)
 
 # data
 SOURCES = ("auto", "real", "synthetic")
@@ -52,19 +48,6 @@ class Layout(NamedTuple):
     y: np.ndarray  # (B, K) top-left corner
     x: np.ndarray  # (B, K)
     angle: np.ndarray = None  # (B, K) degrees each digit is turned, counterclockwise; or None
-
-
-def normalize(rgb):
-    """0..255 pixels -> float32 in [-1, 1]."""
-    images = np.asarray(rgb).astype(np.float32, order="C")  # a fresh copy, so in-place is safe
-    images *= np.float32(1 / 127.5)
-    images -= 1
-    return images
-
-
-def denormalize(images):
-    """[-1, 1] images -> float32 in [0, 1] for display."""
-    return np.clip((np.asarray(images, np.float32) + 1) / 2, 0, 1)
 
 
 # ---------------------------------------------------------------- synthetic source
@@ -377,36 +360,9 @@ class Datagen:
         return self.render(self._layout(rng, _whole("n", n, 1), "test"))
 
 
-# ---------------------------------------------------------------- picture and command line
+# ---------------------------------------------------------------- picture
 
 def save_grid(gen, path, rows=4, cols=4):
     """A rows x cols grid of (input, mask) pairs from gen; an unwritable path raises FileError."""
-    import plots
     images, masks = gen.sample(rows * cols)
     plots.input_grid(denormalize(images), masks, gen.num_classes, gen.describe(), path, cols)
-
-
-def main(argv=None):
-    """Draw the examples that main.py, given the same flags, would train on."""
-    import main as run  # main.py's flags, defaults and checks: written once, there
-    try:
-        cfg = run.parse_config(argv)
-        gen = run.make_datagen(cfg)
-        print(f"data: {gen.describe()}")
-        path = cfg.out_dir / "input_data.png"
-        if run.runs.state(cfg.out_dir):  # its picture shows what that run trained on
-            raise run.UsageError(f"{cfg.out_dir} holds a run, and its input_data.png shows the "
-                                 f"data that run trained on; pass --out_dir to draw elsewhere")
-        save_grid(gen, path)
-        print(f"wrote {path}")
-        return 0
-    except run.UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (DataError, files.FileError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,19 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-import configurator
-import distributed
-import files
-import folders
 import load_data
-import metrics
 import model as model_lib
-import plots
-import predict
-import runs
-from configurator import UsageError
-from model import keras, tf  # model.py imports TensorFlow quietly
-import readers
+from segm import configurator, distributed, files, folders, metrics, plots, predict, readers, runs
+from segm.errors import DataError, FileError, UsageError
+from segm.tf_quiet import keras, tf
 
 # data
 DATA_DIR = ""              # mnist/ and cifar/, or your images/ and masks/; "": data/ beside main.py
@@ -71,6 +63,8 @@ TENSORBOARD = False        # also write Keras's TensorBoard logs to {OUT_DIR}/te
 
 HYPERPARAMETERS = {name.lower(): value for name, value in dict(globals()).items()
                    if name.isupper()}
+CHOICES = {"source": load_data.SOURCES, "num_classes": load_data.CLASS_COUNTS,  # allowed values
+           "model": model_lib.MODELS, "strategy": distributed.STRATEGIES}
 
 
 class Interrupted(Exception):
@@ -79,7 +73,7 @@ class Interrupted(Exception):
 
 def parse_config(argv=None):
     """Flags over the defaults above, every value checked (see configurator.py)."""
-    return configurator.parse_config(argv, HYPERPARAMETERS, __doc__.split("\n\n")[0])
+    return configurator.parse_config(argv, HYPERPARAMETERS, CHOICES, __doc__.split("\n\n")[0])
 
 
 # ---- data -------------------------------------------------------------------
@@ -183,7 +177,7 @@ def train(cfg, strategy, datagen, valid, finished=False):
     """Fit (or resume) the model; returns it, the training time and the steps it took."""
     with strategy.scope():
         if cfg.resume:
-            model = runs.load_checkpoint(cfg.checkpoint)
+            model = model_lib.load_model(cfg.checkpoint)
             saved = {"model": model.name, "num_classes": model.output_shape[-1],
                      "canvas": model.input_shape[1]}
             for name, value in saved.items():
@@ -269,6 +263,7 @@ def run_training(cfg):
         if state == "finished" and cfg.steps <= saved.get("steps", 0):
             raise UsageError(f"{cfg.out_dir} holds a finished run of {saved['steps']} steps; "
                              f"pass a larger --steps to train it further")
+    configurator.check_training_memory(cfg, cfg.eval_images + load_data.VALID_IMAGES)
     # The data is found before the folder is touched: a wrong --data_dir leaves no
     # run folder behind, and an --overwrite with one deletes nothing.
     datagen = make_datagen(cfg, saved_split=saved.get("split") if cfg.resume else None)
@@ -305,7 +300,7 @@ def _train_and_score(cfg, strategy, datagen, settings, finished):
                          **({"split": datagen.split_names()} if folder else {})},
                         cfg.out_dir / "config.json")
     if folder:  # your own pictures: whole, of any size, read one by one when scored
-        valid = datagen.valid_set()
+        valid = datagen.valid_set(load_data.VALID_IMAGES)
     else:
         tests = make_datagen(cfg, seed=cfg.test_seed)  # which seed draws what: see load_data.py
         test_images, test_masks = tests.test_set(cfg.eval_images)
@@ -352,7 +347,7 @@ def draw_samples(model, cfg, datagen, tests, scores):
         names = plots.class_names(cfg.num_classes, digits=False)
     else:
         images, masks = tests[0][:rows], tests[1][:rows]
-        shown = load_data.denormalize(images)
+        shown = readers.denormalize(images)
         preds = metrics.predict_logits(model, images, cfg.batch_size).argmax(-1)
         names = None
     plots.samples(shown, masks, preds, cfg.num_classes, f"{model.name} on the test set: "
@@ -379,7 +374,7 @@ def run_evaluation(cfg):
               f"describe")
     else:
         configurator.adopt_saved_settings(cfg, saved, "evaluate", HYPERPARAMETERS)
-    model = runs.load_checkpoint(cfg.checkpoint)
+    model = model_lib.load_model(cfg.checkpoint)
     print(f"scoring {runs.describe_checkpoint(cfg.checkpoint)}")
     _, height, width, _ = model.input_shape
     cfg.canvas, cfg.num_classes = height, model.output_shape[-1]
@@ -422,7 +417,7 @@ def run_prediction(cfg):
     """Segment one picture of any size with the run's model (see predict.py)."""
     path = Path(cfg.predict)
     pixels = predict.read_image(path, max_pixels=predict.max_image_pixels())
-    model = runs.load_checkpoint(cfg.checkpoint)
+    model = model_lib.load_model(cfg.checkpoint)
     print(f"segmenting with {runs.describe_checkpoint(cfg.checkpoint)}")
     saved = runs.saved_config(cfg.checkpoint) or {}
     names = (plots.class_names(model.output_shape[-1], digits=False)
@@ -432,7 +427,7 @@ def run_prediction(cfg):
 
 def run_export(cfg):
     """The run's model as a TensorFlow SavedModel in a new folder, served with no project code."""
-    model = runs.load_checkpoint(cfg.checkpoint)
+    model = model_lib.load_model(cfg.checkpoint)
     print(f"exporting {runs.describe_checkpoint(cfg.checkpoint)}")
     runs.export(model, cfg.export)
     print(f"wrote {cfg.export}: call it with tf.saved_model.load({str(cfg.export)!r}).serve(x), "
@@ -456,9 +451,9 @@ def main(argv=None):
     except (UsageError, distributed.ClusterError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (load_data.DataError, files.FileError) as error:
+    except (DataError, FileError) as error:
         kept = ""
-        if (isinstance(error, files.FileError) and not isinstance(error, files.FolderBusy)
+        if (isinstance(error, FileError) and not isinstance(error, files.FolderBusy)
                 and cfg and cfg.checkpoint.is_file()
                 and not (cfg.evaluate or cfg.predict or cfg.export)):
             kept = f"; the last checkpoint is kept, and `{runs.continue_command(cfg)}` continues"

@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 import main
-import runs
+import model
+from segm import runs
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES = ["--canvas", "16", "--digit_size", "8", "--batch_size", "8", "--eval_images", "16",
@@ -51,4 +52,4 @@ def temporaries(folder):
 
 
 def step_of(checkpoint):
-    return int(runs.load_checkpoint(checkpoint).optimizer.iterations.numpy())
+    return int(model.load_model(checkpoint).optimizer.iterations.numpy())

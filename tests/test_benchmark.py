@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import benchmark
-import metrics
+from segm import metrics
 import model
 from helpers import call_main
 from load_data import Datagen

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-import distributed
+from segm import distributed
 import main
+from segm.errors import UsageError
 from helpers import TINY, call_main, one_sentence, run_main
 
 
@@ -27,7 +28,7 @@ def test_flags_override_defaults_with_type_checks():
     (["--evaluate", "--checkpoint", "nowhere.keras"], ["no saved model at nowhere.keras"]),
 ])
 def test_bad_flags_are_one_clear_sentence(argv, words):
-    with pytest.raises(main.UsageError) as error:
+    with pytest.raises(UsageError) as error:
         main.parse_config(argv)
     for word in words:
         assert word in str(error.value)
@@ -95,7 +96,7 @@ def test_multiworker_without_tf_config_is_one_clear_sentence(monkeypatch, tmp_pa
 
 def test_resume_takes_the_runs_data_folder_however_it_is_spelt(tmp_path, monkeypatch,
                                                               capsys):
-    import configurator
+    from segm import configurator
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
     (tmp_path / "other").mkdir()
@@ -106,7 +107,7 @@ def test_resume_takes_the_runs_data_folder_however_it_is_spelt(tmp_path, monkeyp
     configurator.adopt_saved_settings(cfg, saved, "resume", main.HYPERPARAMETERS)
     assert cfg.seed == 3
     cfg = main.parse_config(["--resume", "--data_dir", "other", "--out_dir", "run"])
-    with pytest.raises(main.UsageError, match="--data_dir other differs from the run's"):
+    with pytest.raises(UsageError, match="--data_dir other differs from the run's"):
         configurator.adopt_saved_settings(cfg, saved, "resume", main.HYPERPARAMETERS)
     for part in ("images", "masks"):  # your own folder, moved: --data_dir says where it is now
         (tmp_path / "other" / part).mkdir()
@@ -123,12 +124,12 @@ def test_own_folders_need_no_room_for_digits(tmp_path):
     (tmp_path / "cells" / "images").mkdir(parents=True)
     cfg = main.parse_config(["--data_dir", str(tmp_path / "cells"), "--canvas", "12"])
     assert cfg.canvas == 12
-    with pytest.raises(main.UsageError, match="do not fit a 12-pixel canvas"):
+    with pytest.raises(UsageError, match="do not fit a 12-pixel canvas"):
         main.parse_config(["--canvas", "12"])  # digits of 14 pixels
 
 
 def test_scoring_a_real_run_on_the_synthetic_stand_in_reads_no_folder(tmp_path):
-    import configurator
+    from segm import configurator
     (tmp_path / "model.keras").touch()
     cfg = main.parse_config(["--evaluate", "--source", "synthetic", "--checkpoint",
                              str(tmp_path / "model.keras")])

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import distributed
+from segm import distributed
 import main
-import runs
+import model
+from segm import runs
 from helpers import call_main, run_main
 
 # Keras' own tensor-to-numpy conversion warns under numpy 2; nothing of ours to fix.
@@ -198,7 +199,7 @@ def test_a_diverging_multiworker_run_ends_like_a_fit_run(tmp_path, capsys):
     assert call_main(capsys, *args, "--out_dir", tmp_path / "fit")[0] == 0
     logs = [(tmp_path / name / "log.csv").read_text().splitlines() for name in ("cluster", "fit")]
     assert len(logs[0]) == len(logs[1]) == 2 and logs[0][1].split(",")[2] == "nan"
-    saved = runs.load_checkpoint(tmp_path / "cluster" / "model.keras")
+    saved = model.load_model(tmp_path / "cluster" / "model.keras")
     assert int(saved.optimizer.iterations.numpy()) == 0
     assert all(np.isfinite(w).all() for w in saved.get_weights())
 

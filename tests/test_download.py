@@ -296,13 +296,6 @@ def test_cli_usage_errors_exit_2_and_write_nothing(tmp_path, args, expected):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.slow
-def test_load_data_no_longer_downloads():
-    done = subprocess.run([sys.executable, str(SCRIPT.parent / "load_data.py"), "--download"],
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2 and "unknown flag --download" in done.stderr
-
-
 def namespaces_work():
     """True if this machine lets an unprivileged user mount a tmpfs in its own namespace."""
     if not shutil.which("unshare"):

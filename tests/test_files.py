@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-import files
+from segm import files
+from segm.errors import FileError
 
 ROOT = Path(__file__).resolve().parent.parent
 HOLD = """import sys, time
-import files
+from segm import files
 with files.FolderLock(sys.argv[1]):
     print("held", flush=True)
     time.sleep(600)
@@ -51,7 +52,7 @@ def test_atomic_write_obeys_the_umask(tmp_path, umask, mode):
 
 def test_an_impossible_place_is_one_sentence(tmp_path):
     (tmp_path / "a_file").write_text("mine")
-    with pytest.raises(files.FileError, match="is a file, not a folder"):
+    with pytest.raises(FileError, match="is a file, not a folder"):
         files.write_text(tmp_path / "a_file" / "config.json", "{}")
     assert (tmp_path / "a_file").read_text() == "mine"
 

@@ -8,13 +8,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import folders
+from segm import folders
 import main
-import predict
-import readers
+import model
+from segm import predict
+from segm import readers
 from helpers import call_main, one_sentence
-from model import SegmentationLoss, keras
-from readers import IGNORE, DataError
+from model import SegmentationLoss
+from segm.tf_quiet import keras
+from segm.errors import DataError
+from segm.readers import IGNORE
 
 
 def boxes(rng, height, width, classes=(1, 2)):
@@ -315,12 +318,12 @@ def test_a_folder_run_records_its_split_and_counts_every_test_pixel(folder_run):
 
 def test_best_keras_holds_the_interval_best_on_validation(folder_run):
     import csv
-    import runs
+    from segm import runs
     _, out, _ = folder_run
     with open(out / "log.csv") as f:
         rows = list(csv.DictReader(f))
     best = max(range(len(rows)), key=lambda i: float(rows[i]["val_miou"]))  # first of ties
-    step = int(runs.load_checkpoint(out / "best.keras").optimizer.iterations.numpy())
+    step = int(model.load_model(out / "best.keras").optimizer.iterations.numpy())
     assert step == 3 * (best + 1)
 
 
@@ -342,7 +345,7 @@ def test_evaluate_uses_the_recorded_split_and_says_which_model(folder_run, capsy
 
 @pytest.mark.slow
 def test_export_serves_the_same_outputs_without_project_code(folder_run, tmp_path, capsys):
-    import runs
+    from segm import runs
     _, out, _ = folder_run
     status, stdout, err = call_main(capsys, "--export", tmp_path / "served", "--out_dir", out)
     assert status == 0 and "tf.saved_model.load" in stdout, err
@@ -358,5 +361,5 @@ def test_export_serves_the_same_outputs_without_project_code(folder_run, tmp_pat
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
                           text=True, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ""}, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    expected = runs.load_checkpoint(out / "model.keras")(x, training=False).numpy()
+    expected = model.load_model(out / "model.keras")(x, training=False).numpy()
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-5)

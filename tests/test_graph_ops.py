@@ -1,9 +1,9 @@
 """graph_ops.py: sparse tensors sorted and exact, and the CSR product's gradient is the transpose."""
 import numpy as np
 
-import graph_ops
-import graphs
-from model import tf
+from segm import graph_ops
+from segm import graphs
+from segm.tf_quiet import tf
 
 RNG = np.random.default_rng(0)
 

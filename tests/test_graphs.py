@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-import graphs
+from segm import graphs
 
 GRIDS = [(3, 4), (5, 5)]
 RNG = np.random.default_rng(0)

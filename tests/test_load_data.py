@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 import load_data
-import readers
-from load_data import DataError, Datagen
+from segm import readers
+from load_data import Datagen
+from segm.errors import DataError
 
 SCRIPT = Path(load_data.__file__)
 T10K = 100  # train digit i is drawn as shape number i, t10k digit i as shape number T10K + i
@@ -503,89 +504,17 @@ def test_bad_split_and_sizes(tmp_path):
         gen.sample(4, step=-1)
 
 
-# ---------------------------------------------------------------- command line
+# ---------------------------------------------------------------- through main.py
 
-def run_script(*args):
-    """Run load_data.py as a user would; returns the finished process."""
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True,
-                          text=True, timeout=120, cwd=SCRIPT.parent)
-
-
-def test_cli_writes_the_picture(tmp_path, capsys):
-    out = tmp_path / "pictures"
-    assert load_data.main(["--data_dir", str(tiny_data(tmp_path / "d")), "--out_dir", str(out),
-                           "--canvas", "32"]) == 0
-    assert (out / "input_data.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    printed = capsys.readouterr().out
-    assert "data: real MNIST (36 train / 4 test digits)" in printed
-    assert f"wrote {out / 'input_data.png'}" in printed
-    assert [p.name for p in out.iterdir()] == ["input_data.png"]  # no temporary left behind
-
-
-def test_cli_leaves_a_runs_own_picture_alone(tmp_path, capsys):
-    for name, text in (("config.json", "{}"), ("metrics.json", "{}"), ("input_data.png", "x")):
-        (tmp_path / name).write_text(text)
-    assert load_data.main(["--source", "synthetic", "--out_dir", str(tmp_path)]) == 2
-    assert "holds a run" in capsys.readouterr().err
-    assert (tmp_path / "input_data.png").read_text() == "x"
-
-
-def test_cli_on_real_data(real_data_dir, tmp_path, capsys):
-    assert load_data.main(["--data_dir", str(real_data_dir), "--out_dir", str(tmp_path)]) == 0
-    assert "real MNIST" in capsys.readouterr().out
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("folder,state", [("nowhere", "does not exist"),
-                                          ("empty", "holds no MNIST or CIFAR-10 files")])
-def test_cli_folder_without_data_is_one_line_and_exit_1(tmp_path, folder, state):
-    (tmp_path / "empty").mkdir()
-    good = tmp_path / "out" / "input_data.png"
-    good.parent.mkdir()
-    good.write_bytes(b"a good picture")
-    done = run_script("--data_dir", tmp_path / folder, "--out_dir", good.parent)
-    assert done.returncode == 1 and done.stdout == "" and "Traceback" not in done.stderr
-    assert done.stderr.startswith(f"error: the data folder {tmp_path / folder} {state}; run "
-                                  f"`python download.py --data_dir {tmp_path / folder}`")
-    assert done.stderr.count("\n") == 1 and good.read_bytes() == b"a good picture"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "out"]
-
-
-@pytest.mark.slow
-def test_cli_hostile_data_never_overwrites_a_good_picture(tmp_path):
+def test_hostile_data_ends_in_one_sentence_and_runs_nothing(tmp_path, capsys):
+    import main
+    from helpers import call_main, one_sentence
     root = tiny_data(tmp_path / "data")
     rewrite_cifar(root, "data_batch_1", Hostile(tmp_path / "pwned"))
-    good = tmp_path / "input_data.png"
-    good.write_bytes(b"a good picture")
-    done = run_script("--data_dir", root, "--out_dir", tmp_path)
-    assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert done.stderr.startswith("error: ") and "was not loaded" in done.stderr
-    assert good.read_bytes() == b"a good picture" and not (tmp_path / "pwned").exists()
-
-
-@pytest.mark.parametrize("argv,expected", [
-    (["--canvas", "big"], "invalid int value"),
-    (["--out", "x.png"], "unknown flag --out"),
-    (["--source", "synthetic", "--data_dir", "x"], "--data_dir would be ignored"),
-])
-def test_cli_flag_errors_exit_2(capsys, argv, expected):
-    assert load_data.main(argv) == 2 and expected in capsys.readouterr().err
-
-
-def test_cli_synthetic_when_asked(tmp_path, capsys):
-    assert load_data.main(["--source", "synthetic", "--out_dir", str(tmp_path)]) == 0
-    assert "(as asked)" in capsys.readouterr().out and (tmp_path / "input_data.png").is_file()
-
-
-@pytest.mark.slow
-def test_cli_unwritable_out_is_one_sentence_and_keeps_nothing(tmp_path):
-    (tmp_path / "file").write_bytes(b"a file, not a folder")
-    out = tmp_path / "file" / "pictures"
-    done = run_script("--source", "synthetic", "--out_dir", out)
-    assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert done.stderr == (f"error: a part of {out / 'input_data.png'} is a file, not a "
-                           f"folder; choose another place\n")
-    assert (tmp_path / "file").read_bytes() == b"a file, not a folder"
+    status, _, err = call_main(capsys, "--data_dir", root, "--canvas", "16", "--digit_size", "8",
+                               "--out_dir", tmp_path / "run")
+    assert status == 1 and "was not loaded" in one_sentence(err)
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "run").exists()
 
 
 def test_import_is_quiet_and_free_of_tensorflow():

@@ -12,10 +12,11 @@ import time
 import numpy as np
 import pytest
 
-import distributed
+from segm import distributed
 import main
-import metrics
-import runs
+import model
+from segm import metrics
+from segm import runs
 from test_load_data import write_cifar, write_mnist
 
 # Keras' own tensor-to-numpy conversion warns under numpy 2; nothing of ours to fix.
@@ -51,7 +52,7 @@ def test_nan_guard_keeps_the_run_alive(tmp_path):
     assert int(model.optimizer.iterations.numpy()) == 4  # back to the last good interval
     scores = metrics.score(model, *valid, cfg.num_classes)
     assert 0 <= scores["fg_iou"] <= 1
-    reloaded = runs.load_checkpoint(tmp_path / "model.keras")
+    reloaded = model.load_model(tmp_path / "model.keras")
     assert all(np.isfinite(w).all() for w in reloaded.get_weights())
 
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-import metrics
+from segm import metrics
 
 
 def one_hot_model(preds, num_classes):

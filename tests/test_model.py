@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import graphs
+from segm import graphs
 import model
-from model import keras, tf
+from segm import pyramid_layers
+from segm.tf_quiet import keras, tf
 from test_graphs import sym_normalise
 
 GRIDS = [(3, 4), (5, 5)]
@@ -131,14 +132,14 @@ def test_pyramid_layers_equal_dense_products():
     h, w, level = 6, 7, 1
     s, a = (m.toarray() for m in graphs.grid_pyramid(h, w, level))
     x = tf.constant(RNG.standard_normal((2, h * w, 3)), tf.float32)
-    pool = model.GraphPool(h, w, level)
+    pool = pyramid_layers.GraphPool(h, w, level)
     pooled = pool(x)
     expected = np.diag(1 / s.sum(0)) @ s.T @ x.numpy()
     np.testing.assert_allclose(pooled.numpy(), expected, atol=1e-6)
     assert pool.compute_output_shape((None, h * w, 3)) == (None, s.shape[1], 3)
-    np.testing.assert_allclose(model.GraphUnpool(h, w, level)(pooled).numpy(), s @ expected,
+    np.testing.assert_allclose(pyramid_layers.GraphUnpool(h, w, level)(pooled).numpy(), s @ expected,
                                atol=1e-6)
-    cheb = layer_with_random_weights(model.PyramidChebConv, pooled, units=4, K=3, height=h,
+    cheb = layer_with_random_weights(pyramid_layers.PyramidChebConv, pooled, units=4, K=3, height=h,
                                      width=w, level=level)
     kernel, bias = cheb.get_weights()
     lt = -sym_normalise(a)                                # L~ = L - I with lmax = 2
@@ -149,8 +150,8 @@ def test_pyramid_layers_equal_dense_products():
 
 
 @pytest.mark.parametrize("layer", [
-    model.PyramidChebConv(3, K=2, height=6, width=8, level=2, connectivity=8, use_bias=False),
-    model.GraphPool(6, 8, level=1, connectivity=8), model.GraphUnpool(5, 4, level=2)])
+    pyramid_layers.PyramidChebConv(3, K=2, height=6, width=8, level=2, connectivity=8, use_bias=False),
+    pyramid_layers.GraphPool(6, 8, level=1, connectivity=8), pyramid_layers.GraphUnpool(5, 4, level=2)])
 def test_pyramid_layer_config_round_trip(layer):
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     assert type(clone) is type(layer) and clone.get_config() == layer.get_config()
@@ -159,11 +160,11 @@ def test_pyramid_layer_config_round_trip(layer):
 def test_gunet_needs_the_grid_only_to_reshape():
     allowed = (keras.layers.InputLayer, keras.layers.Reshape, keras.layers.BatchNormalization,
                keras.layers.ReLU, keras.layers.Concatenate, keras.layers.Dense,
-               model.PyramidChebConv, model.GraphPool, model.GraphUnpool)
+               pyramid_layers.PyramidChebConv, pyramid_layers.GraphPool, pyramid_layers.GraphUnpool)
     net = model.build_model("gunet", height=16, width=24)
     assert all(isinstance(layer, allowed) for layer in net.layers)
     assert sum(isinstance(layer, keras.layers.Reshape) for layer in net.layers) == 2
-    levels = {layer.level for layer in net.layers if isinstance(layer, model.PyramidChebConv)}
+    levels = {layer.level for layer in net.layers if isinstance(layer, pyramid_layers.PyramidChebConv)}
     assert levels == {0, 1, 2}
 
 
@@ -190,7 +191,7 @@ def test_bad_arguments_list_the_choices():
 MIRRORED = """
 import numpy as np
 import model
-from model import keras, tf
+from segm.tf_quiet import keras, tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import plots
+from segm import plots
+from segm.errors import FileError
 
 ROOT = Path(__file__).resolve().parent.parent
 RNG = np.random.default_rng(0)
@@ -29,7 +30,7 @@ def masks_of(num_classes, *shape):
 
 def test_drawing_leaves_pyplot_and_its_backend_alone(tmp_path):
     # A bare Figure draws off-screen: nothing to close, no global backend switched.
-    code = ("import sys, numpy as np, plots; "
+    code = ("import sys, numpy as np; from segm import plots; "
             "plots.prediction(np.zeros((8, 8, 3)), np.zeros((8, 8), int), 2, 't', sys.argv[1]); "
             "print('matplotlib.pyplot' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "p.png")], cwd=ROOT,
@@ -97,7 +98,7 @@ def test_class_colours_are_distinct_with_a_black_background():
 
 def test_a_picture_that_cannot_be_written_is_one_sentence_and_closes_its_figure(tmp_path):
     (tmp_path / "a_file").write_text("mine")
-    with pytest.raises(plots.files.FileError, match="is a file, not a folder"):
+    with pytest.raises(FileError, match="is a file, not a folder"):
         plots.prediction(RNG.random((8, 8, 3)), masks_of(2, 8, 8), 2, "x",
                          tmp_path / "a_file" / "prediction.png")
 

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 import load_data
-import predict
+from segm import predict
+from segm.errors import DataError
 from helpers import call_main, one_sentence, snapshot, temporaries
-from model import keras
+from segm.tf_quiet import keras
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -98,7 +99,7 @@ def test_a_header_a_little_over_the_limit_is_refused_without_a_warning(tmp_path)
     path.write_bytes(png_header(40, 40))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with pytest.raises(load_data.DataError, match="is 40x40 pixels, more than the 1,000"):
+        with pytest.raises(DataError, match="is 40x40 pixels, more than the 1,000"):
             predict.read_image(path, max_pixels=1000)
     from PIL import Image
     assert Image.MAX_IMAGE_PIXELS > 10**6  # PIL's own limit is back for everyone else

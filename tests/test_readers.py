@@ -4,8 +4,8 @@ import pickle
 import numpy as np
 import pytest
 
-import readers
-from readers import DataError
+from segm import readers
+from segm.errors import DataError
 from test_load_data import cifar_batch, peak_memory
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-import graphs
-import regions
+from segm import graphs
+from segm import regions
 
 ROOT = Path(__file__).resolve().parent.parent
 RNG = np.random.default_rng(0)
@@ -248,7 +248,7 @@ def test_superpixels_are_contiguous_cover_the_image_and_follow_a_stroke():
 
 
 def test_import_leaves_tensorflow_out():
-    code = "import sys, regions; assert 'tensorflow' not in sys.modules, 'tensorflow loaded'"
+    code = "import sys; from segm import regions; assert 'tensorflow' not in sys.modules, 'tensorflow loaded'"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr

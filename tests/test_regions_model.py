@@ -9,9 +9,10 @@ import pytest
 import scipy.sparse
 
 import model
-import regions
+from segm import region_layers
+from segm import regions
 from helpers import TINY, call_main, one_sentence
-from model import keras, tf
+from segm.tf_quiet import keras, tf
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -70,7 +71,7 @@ def reference(net, images):
         kinds.setdefault(type(layer), []).append(layer)
     norms, denses = kinds[keras.layers.BatchNormalization], kinds[keras.layers.Dense]
     x = dense(denses[0], norm(norms[0], batch.features.astype(np.float64)))     # (N, C)
-    for conv, bn in zip(kinds[model.RegionChebConv], norms[1:]):
+    for conv, bn in zip(kinds[region_layers.RegionChebConv], norms[1:]):
         x = x + np.maximum(norm(bn, cheb(conv, x)), 0)
     nodes = dense(denses[1], x)                                                  # (N, K)
     return regions.paint(regions.stacked(labels), nodes)                         # (B, H, W, K)
@@ -98,7 +99,7 @@ def test_features_equal_regions_py_and_have_finite_gradients():
     x = tf.constant(images)
     with tf.GradientTape() as tape:
         tape.watch(x)
-        features = model.RegionFeatures()([x, tf.constant(regions.stacked(labels))])
+        features = region_layers.RegionFeatures()([x, tf.constant(regions.stacked(labels))])
         total = tf.reduce_sum(features)
     np.testing.assert_allclose(features.numpy(), expected, atol=1e-5)
     assert np.isfinite(tape.gradient(total, x).numpy()).all()
@@ -114,16 +115,16 @@ def test_symmetric_matmul_and_its_gradient_equal_the_dense_product():
     x, upstream = (tf.constant(rng.standard_normal((9, 4)).astype(np.float32)) for _ in "xu")
     with tf.GradientTape() as tape:
         tape.watch(x)
-        y = model.symmetric_matmul(sparse, x)
+        y = region_layers.symmetric_matmul(sparse, x)
     dense = matrix.toarray()
     np.testing.assert_allclose(y.numpy(), dense @ x.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(tape.gradient(y, x, upstream).numpy(),
                                dense.T @ upstream.numpy(), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("layer", [model.RegionGraph(n_segments=40, compactness=3.0,
+@pytest.mark.parametrize("layer", [region_layers.RegionGraph(n_segments=40, compactness=3.0,
                                                      min_size_factor=0.2, knn=2),
-                                   model.RegionChebConv(5, K=2, use_bias=False)])
+                                   region_layers.RegionChebConv(5, K=2, use_bias=False)])
 def test_region_layer_config_round_trip(layer):
     clone = type(layer).from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import tf_quiet
+from segm import tf_quiet
 
 ROOT = Path(__file__).resolve().parent.parent
 

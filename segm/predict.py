@@ -10,14 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-import files
-import load_data
-import metrics
-import plots
-import readers
-from configurator import BASE_BYTES, UsageError
-from model import keras
-from readers import IGNORE
+from segm import files, metrics, plots, readers
+from segm.configurator import BASE_BYTES
+from segm.errors import UsageError
+from segm.readers import IGNORE
+from segm.tf_quiet import keras
 
 
 def read_image(path, max_pixels):
@@ -96,7 +93,7 @@ def _tiles(pixels, side):
     height, width = pixels.shape[:2]
     pad_h, pad_w, corners = _corners(height, width, side)
     mode = "reflect" if min(height, width) > max(pad_h, pad_w) else "edge"
-    return np.pad(load_data.normalize(pixels), ((0, pad_h), (0, pad_w), (0, 0)),
+    return np.pad(readers.normalize(pixels), ((0, pad_h), (0, pad_w), (0, 0)),
                   mode=mode), corners
 
 

@@ -7,14 +7,9 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-import distributed
-import folders
-import load_data
-import model as model_lib
+from segm import distributed, folders
+from segm.errors import DataError, UsageError
 
-# The allowed values; the defaults are the constants at the top of main.py.
-CHOICES = {"source": load_data.SOURCES, "num_classes": load_data.CLASS_COUNTS,
-           "model": model_lib.MODELS, "strategy": distributed.STRATEGIES}
 POSITIVE = ("batch_size", "steps", "eval_every", "eval_images", "canvas", "digit_size",
             "digits_per_image", "sample_rows", "learning_rate", "digit_scale_min",
             "worker_timeout")
@@ -31,17 +26,16 @@ RESUME_MAY_CHANGE = ("steps", "strategy", "cpu_devices", "worker_timeout", "samp
 BASE_BYTES, BYTES_PER_TRAIN_PIXEL, BYTES_PER_STORED_PIXEL = 0.7e9, 8192, 16
 
 
-class UsageError(Exception):
-    """A bad flag or value: reported as one sentence, exit status 2."""
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         raise UsageError(message)
 
 
-def parse_config(argv, defaults, description):
-    """Flags over the defaults, type-checked and checked, into one config object."""
+def parse_config(argv, defaults, choices, description):
+    """Flags over the defaults, type-checked and checked, into one config object.
+
+    defaults and choices ({name: allowed values}) are main.py's, written there once.
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = _Parser(prog="main.py", description=description, allow_abbrev=False)
     for name, default in defaults.items():
@@ -66,7 +60,7 @@ def parse_config(argv, defaults, description):
         raise UsageError(f"unknown flag {flag}; {hint}`python main.py --help` lists them all")
     given = {a[2:].split("=")[0].removeprefix("no-") for a in argv
              if a.startswith("--")} & set(defaults)
-    cfg = SimpleNamespace(**vars(args), given=given, argv=argv, chief=True)
+    cfg = SimpleNamespace(**vars(args), given=given, argv=argv, chief=True, choices=choices)
     check_config(cfg)
     return cfg
 
@@ -77,7 +71,7 @@ def check_config(cfg):
     if len(modes) > 1:
         raise UsageError(f"{' and '.join(modes)} exclude each other; give one of them")
     own = bool(cfg.data_dir) and folders.is_folder(cfg.data_dir)  # images/ and masks/
-    for name, allowed in CHOICES.items():
+    for name, allowed in cfg.choices.items():
         if name == "num_classes" and own:  # your own masks: 0..K-1, and 255 unlabelled
             allowed = range(2, 256)
             if cfg.num_classes not in allowed:
@@ -127,11 +121,13 @@ def check_config(cfg):
         raise UsageError("--source synthetic draws no files, so --data_dir would be ignored; "
                          "give one or the other")
     check_paths(cfg)
-    if not (cfg.evaluate or cfg.predict or cfg.export):
-        check_memory("training", BASE_BYTES + cfg.batch_size * cfg.canvas ** 2 * (
-            BYTES_PER_TRAIN_PIXEL + (cfg.eval_images + load_data.VALID_IMAGES)
-            / cfg.batch_size * BYTES_PER_STORED_PIXEL),
-            "lower --batch_size, --canvas or --eval_images")
+
+
+def check_training_memory(cfg, stored_images):
+    """UsageError unless training, with stored_images held for scoring, fits in memory now."""
+    check_memory("training", BASE_BYTES + cfg.batch_size * cfg.canvas ** 2 * (
+        BYTES_PER_TRAIN_PIXEL + stored_images / cfg.batch_size * BYTES_PER_STORED_PIXEL),
+        "lower --batch_size, --canvas or --eval_images")
 
 
 def check_paths(cfg):
@@ -176,7 +172,7 @@ def adopt_saved_settings(cfg, saved, mode, defaults):
     """
     where = cfg.data_dir if "data_dir" in cfg.given else saved.get("data_dir", "")
     if saved.get("source") == "folder" and not folders.is_folder(where):
-        raise load_data.DataError(f"{where} does not hold the run's images/ and masks/; pass "
+        raise DataError(f"{where} does not hold the run's images/ and masks/; pass "
                                   f"--data_dir where the folder is now")
     names = DATA_SETTINGS if mode == "evaluate" else [n for n in saved if n in defaults
                                                       and n not in ("out_dir", "checkpoint")]
@@ -190,7 +186,7 @@ def adopt_saved_settings(cfg, saved, mode, defaults):
         try:
             value = type(defaults[name])(saved[name])
         except (TypeError, ValueError):
-            raise load_data.DataError(f"the run's config.json holds {saved[name]!r} for "
+            raise DataError(f"the run's config.json holds {saved[name]!r} for "
                                       f"{name}, which is not a value of that setting; "
                                       f"restore the file") from None
         if name not in cfg.given:

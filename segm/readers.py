@@ -17,7 +17,9 @@ from typing import NamedTuple
 import numpy as np
 from mnist import MNIST
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "data"  # beside the scripts, from any folder
+from segm.errors import DataError
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"  # beside the scripts, from any folder
 HELD_OUT = 0.1  # share of the train files kept for testing when t10k/test_batch are absent
 CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_FOLDER = "cifar-10-batches-py"  # what the official tarball extracts to
@@ -28,8 +30,19 @@ MNIST_FIX = "replace it with a good copy (`python download.py`)"
 CIFAR_FIX = "delete it and download CIFAR-10 again (`python download.py`)"
 
 
-class DataError(Exception):
-    """A problem the user can fix; the message is one sentence: what is wrong, what to do."""
+# What every reader's pixels become for the models: the seed repository's [-1, 1].
+
+def normalize(rgb):
+    """0..255 pixels -> float32 in [-1, 1]."""
+    images = np.asarray(rgb).astype(np.float32, order="C")  # a fresh copy, so in-place is safe
+    images *= np.float32(1 / 127.5)
+    images -= 1
+    return images
+
+
+def denormalize(images):
+    """[-1, 1] images -> float32 in [0, 1] for display."""
+    return np.clip((np.asarray(images, np.float32) + 1) / 2, 0, 1)
 
 
 class Split(NamedTuple):

@@ -19,11 +19,11 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.spatial import KDTree
 
-from graphs import normalized_laplacian
+from segm.graphs import normalized_laplacian
 
 # SLIC on the default protocol (32x32 canvas, 14-pixel digits): the ceiling is the pixel
-# IoU of every region painted with its majority class (ceiling()), on the 2000 fixed test
-# images (Datagen seed 2024, 2 classes):
+# IoU of every region painted with its majority class (ceiling_confusion), on the 2000
+# fixed test images (Datagen seed 2024, 2 classes):
 #
 #   n_segments  compactness  min_size_factor  regions/image  ceiling fg IoU / mIoU
 #        64          10            0.1             117          0.952 / 0.975
@@ -203,18 +203,3 @@ def ceiling_confusion(labels, masks, num_classes):
     predicted = paint(nodes, majority_labels(nodes, masks, num_classes))
     return np.bincount((masks * num_classes + predicted).ravel(),
                        minlength=num_classes ** 2).reshape(num_classes, num_classes)
-
-
-def ceiling(images, masks, num_classes=2, **slic_options):
-    """The metrics of a perfect region classifier on these images' superpixels against the
-    true masks, read by metrics.py from one confusion matrix like every model's scores.
-
-    Returns metrics_from_confusion's dict and the mean regions per image; slic_options
-    go to superpixels.
-    """
-    import metrics  # imports TensorFlow (through model.py); nothing else here needs it
-    labels = np.stack([superpixels(image, **slic_options) for image in images])  # (B, H, W)
-    scores = metrics.metrics_from_confusion(ceiling_confusion(labels, masks, num_classes),
-                                            len(images))
-    regions = labels.reshape(len(labels), -1).max(axis=1) + 1
-    return {**scores, "regions_per_image": float(regions.mean())}

@@ -3,8 +3,8 @@ import csv
 
 import numpy as np
 
-import files
-from readers import IGNORE
+from segm import files
+from segm.readers import IGNORE
 
 
 def subplots(rows=1, cols=1, **kwargs):

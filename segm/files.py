@@ -5,9 +5,7 @@ import os
 import tempfile
 from pathlib import Path
 
-
-class FileError(Exception):
-    """A file or folder that cannot be written; the message is one sentence saying what to do."""
+from segm.errors import FileError
 
 
 def describe_os_error(error, path):

@@ -7,9 +7,9 @@ import time
 
 import numpy as np
 
-import metrics
-from model import keras, tf
-from readers import IGNORE
+from segm import metrics
+from segm.readers import IGNORE
+from segm.tf_quiet import keras, tf
 
 
 STRATEGIES = ("default", "mirrored", "multiworker")

@@ -12,14 +12,12 @@ import json
 import shlex
 import shutil
 import signal
-import zipfile
 from pathlib import Path
 
-import files
-import load_data
-import model as model_lib
-from configurator import UsageError
-from model import keras  # model.py imports TensorFlow quietly
+from segm import files
+from segm.errors import DataError, FileError, UsageError
+from segm.region_layers import RegionGraph
+from segm.tf_quiet import keras
 
 RUN_FILES = ("model.keras", "best.keras", "config.json", "log.csv", "metrics.json")
 BEST = "val_miou"  # what picks best.keras: the mean IoU on the validation images
@@ -39,7 +37,7 @@ def saved_config(checkpoint):
     try:
         return json.loads(path.read_text()) if path.is_file() else None
     except (OSError, ValueError):
-        raise load_data.DataError(f"{path} is not readable JSON; restore it, or pass the "
+        raise DataError(f"{path} is not readable JSON; restore it, or pass the "
                                   f"--checkpoint of a run that has one") from None
 
 
@@ -53,24 +51,6 @@ def continue_command(cfg):
     return shlex.join(["python", "main.py", *argv, *([] if cfg.resume else ["--resume"])])
 
 
-def load_checkpoint(path):
-    """A saved model of this project, or one clear sentence about why it cannot be used."""
-    try:
-        model = keras.saving.load_model(path)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError, zipfile.BadZipFile) as e:
-        raise load_data.DataError(f"{path} is not a model this project saved "
-                                  f"({type(e).__name__}); pass the model.keras that "
-                                  f"`python main.py` wrote") from None
-    shape_in, shape_out = model.input_shape, model.output_shape
-    if not (model.name in model_lib.MODELS and isinstance(shape_in, tuple) and len(shape_in) == 4
-            and shape_in[-1] == 3 and tuple(shape_out[:3]) == tuple(shape_in[:3])
-            and 2 <= shape_out[-1] <= 255):
-        raise load_data.DataError(f"{path} is a Keras model but not one of this project's "
-                                  f"segmentation models ({', '.join(model_lib.MODELS)}); pass "
-                                  f"a model.keras that `python main.py` wrote")
-    return model
-
-
 def save_model(model, path):
     """The whole model (weights, optimizer, step), replacing path only when complete."""
     with files.atomic_write(path) as tmp:
@@ -80,7 +60,7 @@ def save_model(model, path):
 def export(model, folder):
     """model.export (Keras) as a TensorFlow SavedModel at folder, which appears whole or not
     at all: written beside it under a temporary name, then renamed."""
-    if any(isinstance(layer, model_lib.RegionGraph) for layer in model.layers):
+    if any(isinstance(layer, RegionGraph) for layer in model.layers):
         raise UsageError(f"{model.name} cannot be exported: it builds its region graphs with "
                          f"numpy (SLIC) inside the model, which a SavedModel cannot hold; serve "
                          f"its .keras file with model.py instead")
@@ -91,7 +71,7 @@ def export(model, folder):
         model.export(str(temporary), verbose=False)
         temporary.rename(folder)
     except OSError as e:
-        raise files.FileError(f"could not write {folder} ({e.strerror or e}); free some space "
+        raise FileError(f"could not write {folder} ({e.strerror or e}); free some space "
                               f"or choose another --export folder") from None
     finally:
         shutil.rmtree(temporary, ignore_errors=True)

@@ -15,8 +15,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from load_data import VALID_IMAGES, normalize
-from readers import IGNORE, DataError, picture_size, read_image, read_mask
+from segm.errors import DataError
+from segm.readers import IGNORE, normalize, picture_size, read_image, read_mask
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TEST_SHARE, VALID_SHARE = 0.2, 0.1  # of the pairs, when the folder has no train/ and test/
@@ -115,7 +115,7 @@ def _progress(total, what):
     """A callable(done) drawing a Keras progress bar on a terminal for long work, else nothing."""
     if total < 200 or not sys.stdout.isatty():
         return lambda done: None
-    from model import keras
+    from segm.tf_quiet import keras
     print(what)
     return keras.utils.Progbar(total).update
 
@@ -233,7 +233,7 @@ class FolderData:
 
     # ---- held-out data
 
-    def valid_set(self, most=VALID_IMAGES):
+    def valid_set(self, most):
         """(images, masks) of canvas-sized tiles covering the validation pictures, at most
         `most` of them: what training is watched on, and what picks best.keras."""
         images, masks = [], []

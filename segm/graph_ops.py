@@ -1,7 +1,7 @@
 """TensorFlow products with graphs.py's matrices: sparse matmul, fixed 3x3 stencils, Chebyshev."""
 import numpy as np
 
-from tf_quiet import tf
+from segm.tf_quiet import tf
 
 
 def to_sparse_tensor(matrix):

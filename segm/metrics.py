@@ -4,8 +4,8 @@ Pixels whose mask says readers.IGNORE (255, "not labelled") count nowhere.
 """
 import numpy as np
 
-from model import keras
-from readers import IGNORE
+from segm.readers import IGNORE
+from segm.tf_quiet import keras
 
 
 def predict_logits(model, images, batch_size=64):

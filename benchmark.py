@@ -45,6 +45,7 @@ from segm.errors import DataError, FileError, UsageError
 from segm.tf_quiet import keras, tf
 
 HERE = Path(__file__).resolve().parent
+FIGURES = Path("im") / "figures"  # the pictures and tables README.md and RESULTS.md show
 
 CHANNELS = 32                  # C in and out, as in the issue's (64, 32, 32, 32) target case
 DENSE_LIMIT_BYTES = 2 * 2**30  # a dense (H*W)^2 float32 adjacency above this is not tried
@@ -957,7 +958,7 @@ def main(argv=None):
                         help="timed runs at (64, 32, 32)")
     layers.add_argument("--sizes", type=int_list, default=[32, 64, 128, 256])
     layers.add_argument("--batches", type=int_list, default=[1, 64])
-    layers.add_argument("--out_dir", type=Path, default=Path("im"))
+    layers.add_argument("--out_dir", type=Path, default=FIGURES)
     layers.set_defaults(run=run_layers)
     params = commands.add_parser("params", help="parameter count of every model")
     params.set_defaults(run=run_params)
@@ -975,7 +976,7 @@ def main(argv=None):
                          f"to foreground IoU {TARGET_IOU}")
     compare.add_argument("--data_dir", default="",
                          help="MNIST/CIFAR-10 folder (default: main.py's own default)")
-    compare.add_argument("--out_dir", type=Path, default=Path("im"))
+    compare.add_argument("--out_dir", type=Path, default=FIGURES)
     compare.set_defaults(run=run_compare)
     rotation = commands.add_parser("rotation", help="models trained upright or turned, scored "
                                    "on turned digits")
@@ -994,14 +995,14 @@ def main(argv=None):
                           help="train nothing: tabulate the runs already finished")
     rotation.add_argument("--data_dir", default="",
                           help="MNIST/CIFAR-10 folder (default: main.py's own default)")
-    rotation.add_argument("--out_dir", type=Path, default=Path("im"))
+    rotation.add_argument("--out_dir", type=Path, default=FIGURES)
     rotation.set_defaults(run=run_rotation)
     teaching = commands.add_parser("plots", help="the teaching pictures")
     teaching.add_argument("--checkpoint", default="im/compare/cheb_seed0/model.keras",
                           help="a trained cheb model whose filters to draw (examples if absent)")
     teaching.add_argument("--data_dir", default="",
                           help="MNIST/CIFAR-10 folder for the regions picture (default: main.py's)")
-    teaching.add_argument("--out_dir", type=Path, default=Path("im"))
+    teaching.add_argument("--out_dir", type=Path, default=FIGURES)
     teaching.set_defaults(run=run_plots)
     own = commands.add_parser("folder", help="a folder of scenes: time to train, both paths' "
                               "scores, the reader's speed")
@@ -1017,7 +1018,7 @@ def main(argv=None):
                      help="main.py's augmentation of folders (off: a mirrored 2 reads as a 5)")
     own.add_argument("--seed", type=int, default=0, help="draws the scenes")
     own.add_argument("--repeats", type=positive_int, default=20)
-    own.add_argument("--out_dir", type=Path, default=Path("im"))
+    own.add_argument("--out_dir", type=Path, default=FIGURES)
     own.set_defaults(run=run_folder)
     steps = commands.add_parser("steps", help="training steps of models, interleaved")
     steps.add_argument("--models", type=model_list, default=["gcn", "regions"])

@@ -10,20 +10,19 @@ or on a folder of your own images and masks.
     python main.py --export served/         the run's model as a TensorFlow SavedModel
 """
 import contextlib
-import hashlib
 import json
 import resource
-import shutil
 import signal
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 import load_data
 import model as model_lib
-from segm import configurator, distributed, files, folders, metrics, plots, predict, readers, runs
+from segm import (checkpoints, configurator, distributed, files, folders, metrics, pipeline,
+                  plots, predict, readers, runs)
+from segm.nan_guard import NanGuard
 from segm.errors import DataError, FileError, UsageError
 from segm.tf_quiet import keras, tf
 
@@ -54,7 +53,8 @@ STRATEGY = "default"       # default | mirrored (all GPUs, or CPU_DEVICES CPUs) 
 CPU_DEVICES = 0            # >1 splits the CPU into that many logical devices for `mirrored`
 WORKER_TIMEOUT = 300.0     # seconds a multiworker task waits for its peers before giving up
 # output
-OUT_DIR = "im"             # the run folder: model, config, log, metrics and pictures
+OUT_DIR = ""               # the run folder; "": a new im/train, im/train2, ... per run (see
+                           # segm/runs.py), the latest for --resume/--evaluate/--predict/--export
 CHECKPOINT = ""            # model file; empty means {OUT_DIR}/model.keras
 EVAL_IMAGES = 2000         # size of the fixed test set every model is scored on
 TEST_SEED = 2024           # draws the test set: the same images whatever SEED or MODEL is
@@ -98,33 +98,6 @@ def make_datagen(cfg, seed=None, saved_split=None):
                              digit_angle=None if angle == (0.0, 0.0) else angle)
 
 
-def make_dataset(datagen, batch_size, start_step=0, replicas=(0, 1, 1)):
-    """Training batches as a prefetched tf.data stream; batch k depends only on (SEED, k).
-
-    replicas = (first, local, total) makes the stream of one worker of several:
-    for each step, the slices of global batch k that its replicas first .. first +
-    local - 1 of total train on, one after another.
-    """
-    first, local, total = replicas
-    share, c = batch_size // total, datagen.canvas
-
-    def piece(index):
-        step, replica = divmod(int(index), local)
-        rows = slice((first + replica) * share, (first + replica + 1) * share)
-        return datagen.sample(batch_size, split="train", step=step, rows=rows)
-
-    # Indexing batches by step keeps the stream identical however often it is
-    # restarted: on --resume, and when tf.distribute re-creates the iterator.
-    # Batches are made several at a time (a folder's pictures decode in parallel), and
-    # still arrive in step order.
-    dataset = tf.data.Dataset.range(start_step * local, 2**62).map(
-        lambda index: tf.numpy_function(piece, [index], (tf.float32, tf.int32)),
-        num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.map(lambda x, y: (tf.ensure_shape(x, (share, c, c, 3)),
-                                        tf.ensure_shape(y, (share, c, c))))
-    return dataset.prefetch(tf.data.AUTOTUNE)
-
-
 def settings_of(cfg):
     """The config as JSON-ready values: what config.json records."""
     return {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()
@@ -147,30 +120,6 @@ def compile_model(model, cfg):
     loss = model_lib.SegmentationLoss(cfg.num_classes, cfg.dice_weight)
     optimizer = keras.optimizers.Adam(schedule, clipnorm=cfg.clip_norm or None)
     model.compile(optimizer, loss, metrics=tracked)
-
-
-class NanGuard(keras.callbacks.Callback):
-    """At a non-finite loss or weight, put back the interval's first weights and stop."""
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.good_step = int(self.model.optimizer.iterations.numpy())
-        self.good = [v.numpy() for v in self._variables()]
-
-    def on_train_batch_end(self, batch, logs=None):
-        # The weights are checked too: oneDNN's ReLU maps NaN to 0, so a NaN
-        # batch can poison the weights while the reported loss stays finite.
-        if np.isfinite(logs["loss"]) and all(np.isfinite(w).all()
-                                             for w in self.model.get_weights()):
-            return
-        step = int(self.model.optimizer.iterations.numpy())
-        for variable, value in zip(self._variables(), self.good):
-            variable.assign(value)
-        self.model.stop_training = True
-        print(f"\nwarning: the loss or weights became NaN at step {step}; training stopped "
-              f"and the weights of step {self.good_step} were restored")
-
-    def _variables(self):
-        return self.model.weights + self.model.optimizer.variables
 
 
 def train(cfg, strategy, datagen, valid, finished=False):
@@ -210,29 +159,30 @@ def train(cfg, strategy, datagen, valid, finished=False):
           f"{cfg.steps} steps of {cfg.batch_size} images")
     if cfg.chief:
         runs.trim_log(cfg.out_dir / "log.csv", start // cfg.eval_every)
-    writer = runs.RunWriter(cfg.checkpoint, cfg.out_dir / "log.csv")
-    callbacks = [NanGuard()] + ([writer] if cfg.chief else [])
+    writer = checkpoints.RunWriter(cfg.checkpoint, cfg.out_dir / "log.csv") if cfg.chief else None
+    callbacks = [NanGuard()] + ([writer] if writer else [])
     if cfg.tensorboard and cfg.chief:
         callbacks.append(keras.callbacks.TensorBoard(cfg.out_dir / "tensorboard"))
-    began = time.perf_counter()
+    began, failures = time.perf_counter(), []
     try:
-        if cfg.strategy == "multiworker":
-            distributed.fit_multiworker(
-                model, strategy,
-                lambda *replicas: make_dataset(datagen, cfg.batch_size, start, replicas),
-                valid, callbacks, cfg.steps, cfg.eval_every, start, cfg.batch_size)
-        else:
-            model.fit(make_dataset(datagen, cfg.batch_size, start),
-                      epochs=cfg.steps // cfg.eval_every, steps_per_epoch=cfg.eval_every,
-                      initial_epoch=start // cfg.eval_every, validation_data=valid,
-                      validation_batch_size=cfg.batch_size, shuffle=False, callbacks=callbacks,
-                      verbose="auto" if sys.stdout.isatty() else 2)
+        with pipeline.raised_as_themselves(failures):
+            if cfg.strategy == "multiworker":
+                distributed.fit_multiworker(
+                    model, strategy, lambda *replicas: pipeline.make_dataset(
+                        datagen, cfg.batch_size, start, replicas, failures),
+                    valid, callbacks, cfg.steps, cfg.eval_every, start, cfg.batch_size)
+            else:
+                model.fit(pipeline.make_dataset(datagen, cfg.batch_size, start, failures=failures),
+                          epochs=cfg.steps // cfg.eval_every, steps_per_epoch=cfg.eval_every,
+                          initial_epoch=start // cfg.eval_every, validation_data=valid,
+                          validation_batch_size=cfg.batch_size, shuffle=False,
+                          callbacks=callbacks, verbose="auto" if sys.stdout.isatty() else 2)
     except KeyboardInterrupt:
-        raise Interrupted(int(model.optimizer.iterations.numpy()),
-                          writer.saved_step if writer.saved_step is not None else start) from None
+        saved = writer.saved_step if writer and writer.saved_step is not None else start
+        raise Interrupted(int(model.optimizer.iterations.numpy()), saved) from None
     seconds = time.perf_counter() - began
     if cfg.chief:
-        runs.save_model(model, cfg.checkpoint)
+        checkpoints.save_model(model, cfg.checkpoint)
     return model, seconds, int(model.optimizer.iterations.numpy()) - start
 
 
@@ -240,14 +190,14 @@ def train(cfg, strategy, datagen, valid, finished=False):
 
 def refuse_to_replace(cfg):
     """The run folder's state; a run or model already there is kept unless the flags say."""
-    state = runs.state(cfg.out_dir)
+    state = runs.state(cfg.out_dir) if cfg.out_dir else None  # None: a new folder, not yet made
     if state and not (cfg.resume or cfg.overwrite):
         what = ("continue it with --resume" if state == "interrupted" else
                 "train it further with --resume --steps N")
         raise UsageError(f"{cfg.out_dir} holds {'an' if state == 'interrupted' else 'a'} "
                          f"{state} run; {what}, replace it with "
                          f"--overwrite, or choose another --out_dir")
-    if cfg.checkpoint.exists() and not (cfg.resume or cfg.overwrite):
+    if cfg.checkpoint and cfg.checkpoint.exists() and not (cfg.resume or cfg.overwrite):
         raise UsageError(f"{cfg.checkpoint} already holds a model; continue it with --resume, "
                          f"replace it with --overwrite, or choose another --checkpoint")
     return state
@@ -267,27 +217,28 @@ def run_training(cfg):
     # The data is found before the folder is touched: a wrong --data_dir leaves no
     # run folder behind, and an --overwrite with one deletes nothing.
     datagen = make_datagen(cfg, saved_split=saved.get("split") if cfg.resume else None)
+    datagen.sample(1, split="train", step=0)  # data that cannot train fails now, before any work
     cfg.num_classes = datagen.num_classes  # a folder's masks may have said how many
-    settings = settings_of(cfg)
-    shown = {k: v for k, v in settings.items()  # a folder has no digits to set
-             if not (datagen.source == "folder" and k.startswith("digit"))}
-    print("config: " + " ".join(f"{k}={v}" for k, v in shown.items()))
-    print(f"data: {datagen.describe()}")
     strategy, cfg.chief = distributed.make_strategy(cfg.strategy, cfg.cpu_devices,
                                                     cfg.worker_timeout)
     if cfg.batch_size % strategy.num_replicas_in_sync:
         raise UsageError(f"--batch_size {cfg.batch_size} does not split evenly over "
                          f"{strategy.num_replicas_in_sync} replicas")
+    if cfg.out_dir is None and cfg.chief:  # the data is found: now the new run takes its folder
+        cfg.out_dir = runs.claim()
+        cfg.checkpoint = cfg.checkpoint or cfg.out_dir / "model.keras"
+    settings = settings_of(cfg)
+    shown = {k: v for k, v in settings.items()  # a folder has no digits to set
+             if not (datagen.source == "folder" and k.startswith("digit"))}
+    print(f"run: {cfg.out_dir}" if cfg.chief else "run: a worker's share (the chief writes)")
+    print("config: " + " ".join(f"{k}={v}" for k, v in shown.items()))
+    print(f"data: {datagen.describe()}")
     # Only the chief writes, so only the chief holds the folder (a worker may share it).
     with files.FolderLock(cfg.out_dir) if cfg.chief else contextlib.nullcontext():
         if cfg.chief:  # again, holding the folder: another run may have finished here since
             refuse_to_replace(cfg)
-        if cfg.overwrite:  # the old run's scores go with it: they describe another model
-            old = ("eval_*.json", "samples_*.png", "learning_curves_*.png", "prediction_*.png")
-            for path in [cfg.checkpoint, *map(cfg.out_dir.joinpath, runs.RUN_FILES),
-                         *(p for pattern in old for p in cfg.out_dir.glob(pattern))]:
-                path.unlink(missing_ok=True)
-            shutil.rmtree(cfg.out_dir / "tensorboard", ignore_errors=True)
+        if cfg.overwrite:
+            runs.clear(cfg.out_dir, cfg.checkpoint)
         return _train_and_score(cfg, strategy, datagen, settings, finished=state == "finished")
 
 
@@ -322,48 +273,21 @@ def _train_and_score(cfg, strategy, datagen, settings, finished):
     scores["train_images_per_second"] = trained * cfg.batch_size / seconds if seconds else None
     # ru_maxrss is in KiB on Linux: the peak memory of this whole process, TensorFlow included.
     scores["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    draw_samples(model, cfg, datagen, None if folder else (test_images, test_masks), scores)
+    predict.draw_samples(model, datagen, None if folder else (test_images, test_masks), scores,
+                         cfg.sample_rows, cfg.batch_size, cfg.out_dir / f"samples_{model.name}.png")
     if not plots.learning_curves(cfg.out_dir / "log.csv", cfg.eval_every,
                                  f"{model.name} learning curves",
                                  cfg.out_dir / f"learning_curves_{model.name}.png"):
         print("note: the log has no finished interval, so there are no learning curves")
     load_data.save_grid(datagen, cfg.out_dir / "input_data.png")
     runs.write_json(scores, cfg.out_dir / "metrics.json")  # last: it marks the run finished
-    report(scores, folder)
+    shown = cfg.out_dir.resolve().parent == runs.RUNS.resolve()
+    if shown:  # the latest run's pictures, where the edit-run-look loop looks
+        runs.show_pictures(cfg.out_dir)
+    print(metrics.report(scores, folder))
     print(f"trained in {seconds:.0f} s; wrote {cfg.checkpoint}, best.keras and the pictures in "
-          f"{cfg.out_dir}/")
+          f"{cfg.out_dir}/{f' (copied to {runs.RUNS}/)' if shown else ''}")
     return scores
-
-
-def draw_samples(model, cfg, datagen, tests, scores):
-    """samples_{model}.png: the first SAMPLE_ROWS test images, truth, prediction and errors;
-    tests is the (images, masks) of the generator's test set, None for a folder's pictures."""
-    rows = cfg.sample_rows
-    if datagen.source == "folder":  # whole pictures, each of its own size
-        pairs = [pair for pair, _ in zip(datagen.pictures("test"), range(rows))]
-        shown = [image / 255.0 for image, _ in pairs]
-        masks = [mask for _, mask in pairs]
-        preds = list(predict.segment_many(model, (image for image, _ in pairs), cfg.batch_size))
-        names = plots.class_names(cfg.num_classes, digits=False)
-    else:
-        images, masks = tests[0][:rows], tests[1][:rows]
-        shown = readers.denormalize(images)
-        preds = metrics.predict_logits(model, images, cfg.batch_size).argmax(-1)
-        names = None
-    plots.samples(shown, masks, preds, cfg.num_classes, f"{model.name} on the test set: "
-                  f"foreground IoU {scores['fg_iou']:.3f}, mean IoU {scores['miou']:.3f}",
-                  cfg.out_dir / f"samples_{model.name}.png", names)
-
-
-def report(scores, per_class):
-    """The scores in one line, and (per_class) a line per class with its pixels."""
-    print(f"test set ({scores['n_images']} images): foreground IoU {scores['fg_iou']:.4f}, "
-          f"mean IoU {scores['miou']:.4f}, Dice {scores['dice']:.4f}, "
-          f"pixel accuracy {scores['pixel_accuracy']:.4f}")
-    if per_class:
-        for k, (iou, pixels) in enumerate(zip(scores["per_class_iou"], scores["class_pixels"])):
-            shown = "   n/a" if iou is None else f"{iou:.4f}"
-            print(f"  class {k:3d}: IoU {shown}  ({pixels:,} labelled pixels)")
 
 
 def run_evaluation(cfg):
@@ -393,21 +317,10 @@ def run_evaluation(cfg):
         print(f"data: {datagen.describe()}")
         images, masks = datagen.test_set(cfg.eval_images)
         scores = metrics.score(model, images, masks, cfg.num_classes, cfg.batch_size)
-    data = Path(str(datagen.data_dir)).name if datagen.source != "synthetic" else "synthetic"
-    here = str(Path(str(datagen.data_dir)).resolve()) if datagen.source != "synthetic" else ""
-    if saved and saved.get("data_dir") not in ("", here) and Path(saved["data_dir"]).name == data:
-        data += "_" + hashlib.sha1(here.encode()).hexdigest()[:6]  # another folder, same name
-    # Named for what it scored: any data setting that differs from the run's is in the name.
-    other = "".join(f"_{name}{getattr(cfg, name):g}" for name in configurator.DATA_SETTINGS
-                    if saved and name in saved and isinstance(saved[name], (int, float))
-                    and name not in ("eval_images", "test_seed")
-                    and getattr(cfg, name) != saved[name])
-    which = "" if cfg.checkpoint.name == "model.keras" else f"_{cfg.checkpoint.stem}"
-    path = cfg.out_dir / (f"eval_{data}_{cfg.eval_images}_images_seed{cfg.test_seed}{other}"
-                          f"{which}.json")
+    path = runs.evaluation_path(cfg, saved, datagen, configurator.DATA_SETTINGS)
     with files.FolderLock(cfg.out_dir):
         runs.write_json(scores, path)
-    report(scores, per_class=True)
+    print(metrics.report(scores, per_class=True))
     print(f"wrote {path}")
     print(json.dumps(scores))
     return scores
@@ -429,7 +342,7 @@ def run_export(cfg):
     """The run's model as a TensorFlow SavedModel in a new folder, served with no project code."""
     model = model_lib.load_model(cfg.checkpoint)
     print(f"exporting {runs.describe_checkpoint(cfg.checkpoint)}")
-    runs.export(model, cfg.export)
+    checkpoints.export(model, cfg.export)
     print(f"wrote {cfg.export}: call it with tf.saved_model.load({str(cfg.export)!r}).serve(x), "
           f"x float32 images in [-1, 1] of shape (batch, {model.input_shape[1]}, "
           f"{model.input_shape[2]}, 3); it returns logits (batch, H, W, {model.output_shape[-1]})")
@@ -454,7 +367,7 @@ def main(argv=None):
     except (DataError, FileError) as error:
         kept = ""
         if (isinstance(error, FileError) and not isinstance(error, files.FolderBusy)
-                and cfg and cfg.checkpoint.is_file()
+                and cfg and cfg.checkpoint and cfg.checkpoint.is_file()
                 and not (cfg.evaluate or cfg.predict or cfg.export)):
             kept = f"; the last checkpoint is kept, and `{runs.continue_command(cfg)}` continues"
         print(f"error: {error}{kept}", file=sys.stderr)
@@ -467,7 +380,7 @@ def main(argv=None):
         return 130
     except KeyboardInterrupt:
         training = cfg and not (cfg.evaluate or cfg.predict or cfg.export)
-        if training and cfg.checkpoint.is_file():
+        if training and cfg.checkpoint and cfg.checkpoint.is_file():
             print(f"\ninterrupted; the checkpoint is kept; continue with: "
                   f"{runs.continue_command(cfg)}", file=sys.stderr)
         elif training:

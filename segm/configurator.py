@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-from segm import distributed, folders
+from segm import folders, runs
 from segm.errors import DataError, UsageError
 
 POSITIVE = ("batch_size", "steps", "eval_every", "eval_images", "canvas", "digit_size",
@@ -131,19 +131,30 @@ def check_training_memory(cfg, stored_images):
 
 
 def check_paths(cfg):
-    """The run folder and the model file: names that can work, and a model where one is read."""
-    if not str(cfg.out_dir).strip():
-        raise UsageError("--out_dir is empty; name the folder for the run")
-    cfg.out_dir = Path(cfg.out_dir)
-    cfg.checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else cfg.out_dir / "model.keras"
-    if (cfg.evaluate or cfg.predict) and "checkpoint" in cfg.given and "out_dir" not in cfg.given:
-        cfg.out_dir = cfg.checkpoint.parent  # a model's scores and pictures go beside it
-    if cfg.out_dir.exists() and not cfg.out_dir.is_dir():
+    """The run folder and the model file: names that can work, and a model where one is read.
+
+    With no --out_dir, a new training run's folder is None here: main.py claims the next
+    im/trainN once the data is found. Every other mode takes the latest run (runs.latest).
+    """
+    reading = cfg.evaluate or cfg.predict or cfg.export
+    if cfg.out_dir is not None and not str(cfg.out_dir).strip():
+        if reading and "checkpoint" in cfg.given:
+            cfg.out_dir = Path(cfg.checkpoint).parent  # a model's scores and pictures go beside it
+        elif reading or cfg.resume or cfg.overwrite:
+            cfg.out_dir = runs.latest()
+        else:
+            cfg.out_dir = None
+    cfg.out_dir = cfg.out_dir if cfg.out_dir is None else Path(cfg.out_dir)
+    if cfg.checkpoint is not None and str(cfg.checkpoint).strip():
+        cfg.checkpoint = Path(cfg.checkpoint)
+    else:
+        cfg.checkpoint = None if cfg.out_dir is None else cfg.out_dir / "model.keras"
+    if cfg.out_dir is not None and cfg.out_dir.exists() and not cfg.out_dir.is_dir():
         raise UsageError(f"--out_dir {cfg.out_dir} is a file; name a folder")
-    if cfg.checkpoint.is_dir() or cfg.checkpoint.suffix != ".keras":
+    if cfg.checkpoint is not None and (cfg.checkpoint.is_dir() or cfg.checkpoint.suffix != ".keras"):
         raise UsageError(f"--checkpoint {cfg.checkpoint} must name a .keras file, the format "
                          f"Keras saves and loads whole models in")
-    if (cfg.evaluate or cfg.predict or cfg.export or cfg.resume) and not cfg.checkpoint.is_file():
+    if (reading or cfg.resume) and not cfg.checkpoint.is_file():
         raise UsageError(f"no saved model at {cfg.checkpoint}; train one with `python main.py` "
                          f"or pass --checkpoint PATH")
     if cfg.export and cfg.export.exists():

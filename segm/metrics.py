@@ -53,3 +53,15 @@ def interval_logs(loss, confusion, num_classes, prefix=""):
     if num_classes == 2:
         logs["fg_iou"] = metrics["fg_iou"]
     return {prefix + key: value for key, value in logs.items()}
+
+
+def report(scores, per_class):
+    """The scores in one line, and (per_class) a line per class with its pixels."""
+    lines = [f"test set ({scores['n_images']} images): foreground IoU {scores['fg_iou']:.4f}, "
+             f"mean IoU {scores['miou']:.4f}, Dice {scores['dice']:.4f}, "
+             f"pixel accuracy {scores['pixel_accuracy']:.4f}"]
+    if per_class:
+        for k, (iou, pixels) in enumerate(zip(scores["per_class_iou"], scores["class_pixels"])):
+            shown = "   n/a" if iou is None else f"{iou:.4f}"
+            lines.append(f"  class {k:3d}: IoU {shown}  ({pixels:,} labelled pixels)")
+    return "\n".join(lines)

@@ -140,3 +140,23 @@ def segment_picture(model, pixels, name, out_dir, batch_size, names=None):
                          f"{'digit' if names is None else 'not background'}", out, names)
     print(f"wrote {out}")
     return pred
+
+
+def draw_samples(model, datagen, tests, scores, rows, batch_size, path):
+    """samples_{model}.png: the first `rows` test images, truth, prediction and errors;
+    tests is the (images, masks) of the generator's test set, None for a folder's pictures."""
+    num_classes = datagen.num_classes
+    if datagen.source == "folder":  # whole pictures, each of its own size
+        pairs = [pair for pair, _ in zip(datagen.pictures("test"), range(rows))]
+        shown = [image / 255.0 for image, _ in pairs]
+        masks = [mask for _, mask in pairs]
+        preds = list(segment_many(model, (image for image, _ in pairs), batch_size))
+        names = plots.class_names(num_classes, digits=False)
+    else:
+        images, masks = tests[0][:rows], tests[1][:rows]
+        shown = readers.denormalize(images)
+        preds = metrics.predict_logits(model, images, batch_size).argmax(-1)
+        names = None
+    plots.samples(shown, masks, preds, num_classes, f"{model.name} on the test set: "
+                  f"foreground IoU {scores['fg_iou']:.3f}, mean IoU {scores['miou']:.3f}",
+                  path, names)

@@ -1,4 +1,10 @@
-"""The run folder: its config.json, checkpoint and log, written so that no finished run is lost.
+"""Run folders: where each run lives, which is the latest, and what a folder holds.
+
+Unless --out_dir names a folder, every training run gets a new one, im/train,
+im/train2, im/train3, ... (as Ultralytics numbers runs/train), so running again never
+touches an earlier run; the latest (the highest number holding a run) is what
+--resume, --evaluate, --predict and --export use, and its pictures are copied into
+im/ itself, where the edit-run-look loop looks.
 
 A run folder holds model.keras (weights, optimizer, step), best.keras (the model
 of the interval that scored best on the validation images), config.json (every
@@ -8,6 +14,7 @@ for, tensorboard/.
 """
 import contextlib
 import csv
+import hashlib
 import json
 import shlex
 import shutil
@@ -16,11 +23,69 @@ from pathlib import Path
 
 from segm import files
 from segm.errors import DataError, FileError, UsageError
-from segm.region_layers import RegionGraph
-from segm.tf_quiet import keras
 
+RUNS = Path("im")  # the runs' home, from the folder you run in, as for every relative path
 RUN_FILES = ("model.keras", "best.keras", "config.json", "log.csv", "metrics.json")
 BEST = "val_miou"  # what picks best.keras: the mean IoU on the validation images
+SHOWN = "latest.json"  # in RUNS: which run's pictures are copied there, and their names
+
+
+def numbered(n, home=RUNS):
+    """Run folder n of home: train, train2, train3, ..."""
+    return Path(home) / ("train" if n == 1 else f"train{n}")
+
+
+def number_of(folder):
+    """n for a run folder named train (1), train2, train3, ...; None for any other name."""
+    name = Path(folder).name
+    digits = name.removeprefix("train")
+    if name == "train":
+        return 1
+    plain = digits.isdigit() and digits[0] != "0" and int(digits) >= 2
+    return int(digits) if name != digits and plain else None
+
+
+def latest(home=RUNS):
+    """The highest-numbered folder of home that holds a run, or UsageError if none does."""
+    held = [(number_of(p), p) for p in Path(home).glob("train*")
+            if number_of(p) and p.is_dir() and state(p)]
+    if not held:
+        raise UsageError(f"{home} holds no run yet; train one with `python main.py`, or pass "
+                         f"--out_dir (or --checkpoint) to name one")
+    return max(held)[1]
+
+
+def claim(home=RUNS):
+    """A new empty run folder, the first free number: made at once, so two runs never share."""
+    n = 1
+    while True:
+        folder = numbered(n, home)
+        try:
+            folder.mkdir(parents=True)
+            return folder
+        except FileExistsError:
+            n += 1
+        except OSError as error:
+            raise FileError(files.describe_os_error(error, folder)) from None
+
+
+def show_pictures(folder, home=RUNS):
+    """Copy a finished run's pictures into home, replacing the ones of the run shown before.
+
+    Only copies listed in home/latest.json are ever removed: the run keeps its own.
+    """
+    record, pictures = Path(home) / SHOWN, sorted(p.name for p in Path(folder).glob("*.png"))
+    for name in pictures:
+        with files.atomic_write(Path(home) / name) as tmp:
+            shutil.copyfile(Path(folder) / name, tmp)
+    try:
+        before = json.loads(record.read_text())["pictures"] if record.is_file() else []
+    except (OSError, ValueError, KeyError, TypeError):
+        before = []  # a record made unreadable by hand: the old copies stay, nothing is lost
+    for name in set(before) - set(pictures):
+        if Path(name).name == name and name.endswith(".png"):
+            (Path(home) / name).unlink(missing_ok=True)
+    write_json({"run": str(folder), "pictures": pictures}, record)
 
 
 def state(folder):
@@ -38,7 +103,7 @@ def saved_config(checkpoint):
         return json.loads(path.read_text()) if path.is_file() else None
     except (OSError, ValueError):
         raise DataError(f"{path} is not readable JSON; restore it, or pass the "
-                                  f"--checkpoint of a run that has one") from None
+                        f"--checkpoint of a run that has one") from None
 
 
 def write_json(obj, path):
@@ -46,74 +111,12 @@ def write_json(obj, path):
 
 
 def continue_command(cfg):
-    """The exact command that continues this run."""
+    """The exact command that continues this run (in its own folder, even if a later one exists)."""
     argv = [a for a in cfg.argv if a != "--overwrite"]
-    return shlex.join(["python", "main.py", *argv, *([] if cfg.resume else ["--resume"])])
-
-
-def save_model(model, path):
-    """The whole model (weights, optimizer, step), replacing path only when complete."""
-    with files.atomic_write(path) as tmp:
-        model.save(tmp)
-
-
-def export(model, folder):
-    """model.export (Keras) as a TensorFlow SavedModel at folder, which appears whole or not
-    at all: written beside it under a temporary name, then renamed."""
-    if any(isinstance(layer, RegionGraph) for layer in model.layers):
-        raise UsageError(f"{model.name} cannot be exported: it builds its region graphs with "
-                         f"numpy (SLIC) inside the model, which a SavedModel cannot hold; serve "
-                         f"its .keras file with model.py instead")
-    folder = Path(folder)
-    temporary = folder.with_name(f".{folder.name}.partial")
-    shutil.rmtree(temporary, ignore_errors=True)  # a leftover of an export that was killed
-    try:
-        model.export(str(temporary), verbose=False)
-        temporary.rename(folder)
-    except OSError as e:
-        raise FileError(f"could not write {folder} ({e.strerror or e}); free some space "
-                              f"or choose another --export folder") from None
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
-
-
-class RunWriter(keras.callbacks.Callback):
-    """At each interval's end: the log with that interval's row, then the checkpoint, and
-    best.keras beside it when the interval beats every earlier one on validation.
-
-    All are rewritten whole and atomically (keras.callbacks.CSVLogger appends in
-    place, so a crash could leave half a row). The log may run one row ahead of the
-    checkpoint, never behind: --resume drops the rows past the checkpoint (trim_log).
-    """
-
-    def __init__(self, checkpoint, log_path):
-        super().__init__()
-        self.checkpoint, self.log_path = Path(checkpoint), Path(log_path)
-        self.best_path = self.checkpoint.with_name("best.keras")
-        self.saved_step = None
-        self.best = best_logged(self.log_path)
-
-    def on_epoch_end(self, epoch, logs=None):
-        keys = sorted(logs)
-        lines = self.log_path.read_text().splitlines() if self.log_path.is_file() else []
-        lines = lines or [",".join(["epoch", *keys])]
-        lines.append(",".join([str(epoch), *(repr(float(logs[k])) for k in keys)]))
-        with interrupts_deferred():  # saved_step always names what the checkpoint holds
-            files.write_text(self.log_path, "\n".join(lines) + "\n")
-            save_model(self.model, self.checkpoint)
-            self.saved_step = int(self.model.optimizer.iterations.numpy())
-        if BEST in logs and (self.best is None or logs[BEST] > self.best):
-            self.best = float(logs[BEST])
-            save_model(self.model, self.best_path)
-
-
-def best_logged(log_path):
-    """The best validation score in a run's log so far, or None."""
-    if not Path(log_path).is_file():
-        return None
-    with open(log_path) as f:
-        scores = [float(row[BEST]) for row in csv.DictReader(f) if row.get(BEST)]
-    return max(scores, default=None)
+    named = "out_dir" in cfg.given or cfg.out_dir is None
+    return shlex.join(["python", "main.py", *argv, *([] if named else ["--out_dir",
+                                                                       str(cfg.out_dir)]),
+                       *([] if cfg.resume else ["--resume"])])
 
 
 def describe_checkpoint(path):
@@ -146,3 +149,38 @@ def trim_log(log_path, epochs):
     if Path(log_path).is_file():
         lines = Path(log_path).read_text().splitlines()
         files.write_text(log_path, "\n".join(lines[:1 + epochs]) + "\n")
+
+
+def best_logged(log_path):
+    """The best validation score in a run's log so far, or None."""
+    if not Path(log_path).is_file():
+        return None
+    with open(log_path) as f:
+        scores = [float(row[BEST]) for row in csv.DictReader(f) if row.get(BEST)]
+    return max(scores, default=None)
+
+
+def clear(folder, checkpoint):
+    """--overwrite: the old run's files go, its scores and pictures too (another model's)."""
+    old = ("eval_*.json", "samples_*.png", "learning_curves_*.png", "prediction_*.png")
+    for path in [checkpoint, *map(Path(folder).joinpath, RUN_FILES),
+                 *(p for pattern in old for p in Path(folder).glob(pattern))]:
+        path.unlink(missing_ok=True)
+    shutil.rmtree(Path(folder) / "tensorboard", ignore_errors=True)
+
+
+def evaluation_path(cfg, saved, datagen, data_settings):
+    """Where --evaluate writes its scores: named for what it scored, so no score replaces
+    another's. Any of data_settings that differs from the run's own (saved) is in the name,
+    and another folder of the same name as the run's data gets a hash of its path."""
+    data = Path(str(datagen.data_dir)).name if datagen.source != "synthetic" else "synthetic"
+    here = str(Path(str(datagen.data_dir)).resolve()) if datagen.source != "synthetic" else ""
+    if saved and saved.get("data_dir") not in ("", here) and Path(saved["data_dir"]).name == data:
+        data += "_" + hashlib.sha1(here.encode()).hexdigest()[:6]
+    other = "".join(f"_{name}{getattr(cfg, name):g}" for name in data_settings
+                    if saved and name in saved and isinstance(saved[name], (int, float))
+                    and name not in ("eval_images", "test_seed")
+                    and getattr(cfg, name) != saved[name])
+    which = "" if cfg.checkpoint.name == "model.keras" else f"_{cfg.checkpoint.stem}"
+    return cfg.out_dir / (f"eval_{data}_{cfg.eval_images}_images_seed{cfg.test_seed}{other}"
+                          f"{which}.json")

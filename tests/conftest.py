@@ -32,6 +32,12 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def in_a_temporary_folder(tmp_path, monkeypatch):
+    """Every test runs in its own folder, so no run can land in the checkout's im/."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="session")
 def real_data_dir():
     """The folder named by SEGM_DATA_DIR; skipped when unset, except under CI."""

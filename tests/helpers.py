@@ -15,10 +15,10 @@ SHAPES = ["--canvas", "16", "--digit_size", "8", "--batch_size", "8", "--eval_im
 TINY = ["--source", "synthetic", *SHAPES]
 
 
-def run_main(*args, timeout=300):
-    """main.py in its own process, as a user runs it."""
+def run_main(*args, timeout=300, cwd=None):
+    """main.py in its own process, as a user runs it, from this test's folder (or cwd)."""
     return subprocess.run([sys.executable, str(ROOT / "main.py"), *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
 def call_main(capsys, *args):

@@ -14,7 +14,7 @@ def test_flags_override_defaults_with_type_checks():
     cfg = main.parse_config(["--learning_rate", "1", "--batch_size=32", "--model", "dgcn"])
     assert cfg.learning_rate == 1.0 and isinstance(cfg.learning_rate, float)
     assert cfg.batch_size == 32 and cfg.model == "dgcn"
-    assert cfg.steps == main.STEPS and cfg.checkpoint == Path(main.OUT_DIR) / "model.keras"
+    assert cfg.steps == main.STEPS and cfg.out_dir is None and cfg.checkpoint is None  # a new run
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -63,8 +63,6 @@ def test_bad_values_are_refused_before_any_work(argv, words, tmp_path, capsys):
 
 
 def test_out_dir_that_is_a_file_and_checkpoint_that_is_a_folder_are_usage_errors(tmp_path, capsys):
-    status, _, err = call_main(capsys, *TINY, "--out_dir", " ")
-    assert status == 2 and "--out_dir is empty" in one_sentence(err)
     a_file = tmp_path / "notes.txt"
     a_file.write_text("mine")
     status, _, err = call_main(capsys, *TINY, "--out_dir", a_file)

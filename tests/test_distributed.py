@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segm import distributed
+from segm import distributed, pipeline
 import main
 import model
 from segm import runs
@@ -124,8 +124,8 @@ def test_worker_streams_together_hold_each_global_batch():
     # 2 workers x 2 local replicas: at every step the four slices, in replica
     # order, are the global batch a single device trains on.
     datagen = main.make_datagen(main.parse_config(TINY))
-    single = list(main.make_dataset(datagen, 8, start_step=3).take(2).as_numpy_iterator())
-    workers = [list(main.make_dataset(datagen, 8, 3, (first, 2, 4)).take(4).as_numpy_iterator())
+    single = list(pipeline.make_dataset(datagen, 8, start_step=3).take(2).as_numpy_iterator())
+    workers = [list(pipeline.make_dataset(datagen, 8, 3, (first, 2, 4)).take(4).as_numpy_iterator())
                for first in (0, 2)]
     for step, (images, masks) in enumerate(single):
         pieces = [workers[w][2 * step + r] for w in (0, 1) for r in (0, 1)]

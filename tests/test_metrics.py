@@ -63,3 +63,56 @@ def test_eleven_class_metrics_count_wrong_digits_as_class_errors_only():
     assert per_class[1] is None                      # never true nor predicted
     present = [v for v in per_class if v is not None]
     assert scores["miou"] == pytest.approx(sum(present) / len(present))
+
+
+# ---- unlabelled pixels (255) count nowhere -------------------------------------------
+
+TRUTH_255 = np.array([[[0, 1, 255],
+                       [255, 1, 0],
+                       [0, 0, 1]]])
+PRED_255 = np.array([[[1, 1, 1],      # the 255 pixels are predicted 1 and 0: neither counts
+                      [0, 0, 0],
+                      [0, 0, 1]]])
+# Labelled pixels only (7): digit TP = 2, FP = 1 (row 0, col 0), FN = 1 (row 1, col 1);
+# background TP = 3 (row 1 col 2, row 2 cols 0-1), so background IoU = 3 / (3 + 1 + 1).
+
+
+def check_hand_counts_with_unlabelled(scores):
+    assert scores["fg_iou"] == pytest.approx(2 / 4)
+    assert scores["per_class_iou"] == pytest.approx([3 / 5, 2 / 4])
+    assert scores["miou"] == pytest.approx((3 / 5 + 2 / 4) / 2)
+    assert scores["pixel_accuracy"] == pytest.approx(5 / 7)
+    assert scores["dice"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
+    assert scores["class_pixels"] == [4, 3]  # 255 is no class's pixel
+
+
+def test_unlabelled_pixels_count_in_no_metric():
+    scores = metrics.score(one_hot_model(PRED_255, 2), np.zeros((1, 3, 3, 3)), TRUTH_255, 2)
+    check_hand_counts_with_unlabelled(scores)
+
+
+def test_unlabelled_pixels_count_in_no_metric_on_the_evaluate_path():
+    from segm import predict
+    # A picture of the model's own canvas is one tile, so its map is the model's output.
+    pictures = [(np.zeros((3, 3, 3), np.uint8), TRUTH_255[0])]
+    scores = predict.score_pictures(CanvasModel(PRED_255, 2), pictures, 2)
+    check_hand_counts_with_unlabelled(scores)
+
+
+class CanvasModel:
+    """one_hot_model with the shapes segment_many reads: a 3x3 canvas, K classes."""
+
+    def __init__(self, preds, num_classes):
+        self.logits = np.eye(num_classes, dtype=np.float32)[preds]      # (1, 3, 3, K)
+        self.input_shape, self.output_shape = (None, 3, 3, 3), (None, 3, 3, num_classes)
+
+    def __call__(self, images, training):
+        return FakeTensor(np.repeat(self.logits, len(images), axis=0))
+
+
+class FakeTensor:
+    def __init__(self, array):
+        self.array = array
+
+    def numpy(self):
+        return self.array

@@ -1,0 +1,87 @@
+"""What several subcommands share: the scripts handed down, timing, and main.py runs."""
+import csv
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import NamedTuple
+
+FIGURES = Path("im") / "figures"  # the pictures and tables README.md and RESULTS.md show
+TARGET_IOU = 0.9                  # "time to reach foreground IoU 0.90" in the comparison
+
+
+class Trio(NamedTuple):
+    """The scripts above segm/, which benchmark.py imports and hands down."""
+    main: ModuleType
+    model: ModuleType
+    load_data: ModuleType
+    main_py: Path  # main.py's own file, for runs in a process of their own
+
+
+def command_line(args):
+    """The command that made a table, as a user would type it."""
+    return "python benchmark.py " + " ".join(args.argv)
+
+
+def min_time(work, repeats):
+    """The fastest of repeats timed calls of work, in seconds."""
+    best = float("inf")
+    for _ in range(repeats):
+        began = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - began)
+    return best
+
+
+def print_medians(args, times, what):
+    """A markdown table of median seconds per batch of 64, with the command that made it."""
+    print(f"`{command_line(args)}` (batches of 64, medians of "
+          f"{4 * args.rounds} {what} each)\n")
+    print("| what | ms per batch | ms per image | images/s |\n|---|---:|---:|---:|")
+    for name, taken in times.items():
+        median = statistics.median(taken)
+        print(f"| {name} | {1000 * median:.0f} | {1000 * median / 64:.2f} | {64 / median:.0f} |")
+
+
+def train_once(name, seed, folder, args, main_py, settings=None):
+    """One main.py run in its own process, so its peak memory is its own; reused if done.
+
+    main_py: the path of main.py. settings: further main.py settings, {name: value}, that
+    the run is made with.
+    """
+    settings = settings or {}
+    command = [sys.executable, str(main_py), "--model", name, "--seed", str(seed),
+               "--steps", str(args.steps), "--eval_every", str(args.eval_every),
+               "--out_dir", str(folder), *(["--data_dir", args.data_dir] if args.data_dir else []),
+               *(f"--{key}={value}" for key, value in settings.items())]
+    folder.mkdir(parents=True, exist_ok=True)
+    # An interrupted comparison picks up where it stopped: finished runs are kept
+    # (delete the run folders to start afresh); a run made with other settings is replaced.
+    if not same_run(folder, args, settings):
+        with open(folder / "output.txt", "w") as log:  # not a tty: plain progress lines
+            done = subprocess.run(command + ["--overwrite"], stdout=log,
+                                  stderr=subprocess.STDOUT)
+        if done.returncode:
+            sys.exit(f"error: {name} seed {seed} failed; see {folder / 'output.txt'}")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    with open(folder / "log.csv") as f:
+        curve = [(int(r["epoch"]) + 1) * args.eval_every for r in csv.DictReader(f)
+                 if float(r.get("val_fg_iou", "nan")) >= TARGET_IOU]  # 11 classes: not logged
+    metrics["seconds_to_target"] = (metrics["train_seconds"] * curve[0] / args.steps
+                                    if curve else None)
+    return metrics
+
+
+def same_run(folder, args, settings=None):
+    """True if folder holds a finished run made with these steps, interval, data and settings."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return ((folder / "metrics.json").is_file() and config["steps"] == args.steps
+            and config["eval_every"] == args.eval_every
+            and (not args.data_dir or config["data_dir"] == str(Path(args.data_dir).resolve()))
+            and all(config.get(key) == value for key, value in (settings or {}).items()))

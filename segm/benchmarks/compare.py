@@ -1,0 +1,107 @@
+"""`benchmark.py compare`: every model trained with the same data, budget and seeds, side by side.
+
+Each run is main.py in its own process (common.train_once), in --out_dir/compare/; a
+finished run with the same settings is reused, so a comparison cut short goes on where
+it stopped. It writes comparison.md, comparison.png and each model's samples_NAME.png.
+"""
+import json
+import shutil
+import statistics
+from pathlib import Path
+
+from segm import files, plots
+from segm.benchmarks.common import TARGET_IOU, command_line, train_once
+
+
+def run(args, trio):
+    """Train every model with the same data, budget and seeds; table and picture."""
+    out = Path(args.out_dir)
+    # Seed-major order: a comparison cut short still has every model at the first seeds.
+    runs = [(name, seed) for seed in args.seeds for name in args.models]
+    results = {}
+    for i, (name, seed) in enumerate(runs, 1):
+        folder = out / "compare" / f"{name}_seed{seed}"
+        print(f"[{i}/{len(runs)}] {name} seed {seed} ... ", end="", flush=True)
+        results[name, seed] = train_once(name, seed, folder, args, trio.main_py)
+        r = results[name, seed]
+        print(f"foreground IoU {r['fg_iou']:.4f}, {r['train_seconds']:.0f} s")
+    summary = summarise(results, args, trio.model.build_model)
+    table = compare_markdown(summary, args)
+    print(table)
+    files.write_text(out / "comparison.md", table + "\n")
+    plot_comparison(summary, out / "comparison.png")
+    for name in args.models:  # the first seed's pictures stand for the model
+        with files.atomic_write(out / f"samples_{name}.png") as tmp:
+            shutil.copyfile(out / "compare" / f"{name}_seed{args.seeds[0]}" /
+                            f"samples_{name}.png", tmp)
+    print(f"wrote {out / 'comparison.md'}, {out / 'comparison.png'} and samples_*.png")
+
+
+def summarise(results, args, build_model):
+    """Per model: mean and spread over seeds of the scores, medians of the costs.
+
+    build_model: model.build_model, handed down by benchmark.py, for the parameter counts.
+    """
+    summary = {}
+    for name in args.models:
+        runs = [results[name, seed] for seed in args.seeds]
+
+        def values(key):
+            return [r[key] for r in runs if r[key] is not None]
+
+        reached = values("seconds_to_target")
+        summary[name] = {
+            "parameters": build_model(name).count_params(),
+            "fg_iou": values("fg_iou"), "miou": values("miou"),
+            "train_seconds": statistics.median(values("train_seconds")),
+            "images_per_second": statistics.median(values("train_images_per_second")),
+            "inference_ms": statistics.median(values("inference_ms_per_image")),
+            "peak_memory_mb": statistics.median(values("peak_memory_mb")),
+            "to_target": (f"{statistics.median(reached):.0f} s ({len(reached)}/{len(runs)})"
+                          if reached else f"not reached (0/{len(runs)})"),
+        }
+    return summary
+
+
+def mean_spread(xs):
+    """'mean ± standard deviation (min-max)' over seeds."""
+    spread = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return f"{statistics.mean(xs):.3f} ± {spread:.3f} ({min(xs):.3f}-{max(xs):.3f})"
+
+
+def compare_markdown(summary, args):
+    command = command_line(args)
+    batch = json.loads((Path(args.out_dir) / "compare" / f"{args.models[0]}_seed{args.seeds[0]}"
+                        / "config.json").read_text())["batch_size"]
+    lines = [f"`{command}` ({args.steps} steps x {batch} images, seeds "
+             f"{','.join(map(str, args.seeds))}, {len(args.seeds)} runs per model; "
+             "IoU: mean ± std (min-max) over seeds; costs: medians)", "",
+             "| model | parameters | train images/s | inference ms/image | foreground IoU | "
+             f"mean IoU | peak memory MB | time to IoU {TARGET_IOU} |",
+             "|---|---:|---:|---:|---|---|---:|---|"]
+    for name, s in summary.items():
+        lines.append(f"| {name} | {s['parameters']:,} | {s['images_per_second']:.0f} | "
+                     f"{s['inference_ms']:.2f} | {mean_spread(s['fg_iou'])} | "
+                     f"{mean_spread(s['miou'])} | {s['peak_memory_mb']:.0f} | {s['to_target']} |")
+    return "\n".join(lines)
+
+
+def plot_comparison(summary, path):
+    """Foreground IoU against parameters and against training time, seeds as error bars."""
+    fig, axes = plots.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for name, s in summary.items():
+        mean = statistics.mean(s["fg_iou"])
+        err = [[mean - min(s["fg_iou"])], [max(s["fg_iou"]) - mean]]
+        for ax, x in zip(axes, (s["parameters"], s["train_seconds"])):
+            ax.errorbar(x, mean, yerr=err, fmt="o", capsize=4, label=name)
+            ax.annotate(name, (x, mean), textcoords="offset points", xytext=(6, 4))
+    axes[0].set_xlabel("parameters")
+    axes[1].set_xlabel("training time, s (median over seeds)")
+    axes[0].set_ylabel("foreground IoU on the test set")
+    for ax in axes:
+        ax.axhline(TARGET_IOU, color="grey", linestyle=":", linewidth=1)
+        ax.grid(alpha=0.3)
+    fig.suptitle("CNNs and graph convolutions, same data, budget and seeds "
+                 "(bars: min to max over seeds)")
+    fig.tight_layout()
+    plots.save(fig, path)

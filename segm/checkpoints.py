@@ -1,0 +1,65 @@
+"""Models on disk: checkpoints written whole at every interval, best.keras, and SavedModel export."""
+import shutil
+from pathlib import Path
+
+from segm import files
+from segm.errors import FileError, UsageError
+from segm.region_layers import RegionGraph
+from segm.runs import BEST, best_logged, interrupts_deferred
+from segm.tf_quiet import keras
+
+
+def save_model(model, path):
+    """The whole model (weights, optimizer, step), replacing path only when complete."""
+    with files.atomic_write(path) as tmp:
+        model.save(tmp)
+
+
+def export(model, folder):
+    """model.export (Keras) as a TensorFlow SavedModel at folder, which appears whole or not
+    at all: written beside it under a temporary name, then renamed."""
+    if any(isinstance(layer, RegionGraph) for layer in model.layers):
+        raise UsageError(f"{model.name} cannot be exported: it builds its region graphs with "
+                         f"numpy (SLIC) inside the model, which a SavedModel cannot hold; serve "
+                         f"its .keras file with model.py instead")
+    folder = Path(folder)
+    temporary = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(temporary, ignore_errors=True)  # a leftover of an export that was killed
+    try:
+        model.export(str(temporary), verbose=False)
+        temporary.rename(folder)
+    except OSError as e:
+        raise FileError(f"could not write {folder} ({e.strerror or e}); free some space "
+                              f"or choose another --export folder") from None
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+class RunWriter(keras.callbacks.Callback):
+    """At each interval's end: the log with that interval's row, then the checkpoint, and
+    best.keras beside it when the interval beats every earlier one on validation.
+
+    All are rewritten whole and atomically (keras.callbacks.CSVLogger appends in
+    place, so a crash could leave half a row). The log may run one row ahead of the
+    checkpoint, never behind: --resume drops the rows past the checkpoint (trim_log).
+    """
+
+    def __init__(self, checkpoint, log_path):
+        super().__init__()
+        self.checkpoint, self.log_path = Path(checkpoint), Path(log_path)
+        self.best_path = self.checkpoint.with_name("best.keras")
+        self.saved_step = None
+        self.best = best_logged(self.log_path)
+
+    def on_epoch_end(self, epoch, logs=None):
+        keys = sorted(logs)
+        lines = self.log_path.read_text().splitlines() if self.log_path.is_file() else []
+        lines = lines or [",".join(["epoch", *keys])]
+        lines.append(",".join([str(epoch), *(repr(float(logs[k])) for k in keys)]))
+        with interrupts_deferred():  # saved_step always names what the checkpoint holds
+            files.write_text(self.log_path, "\n".join(lines) + "\n")
+            save_model(self.model, self.checkpoint)
+            self.saved_step = int(self.model.optimizer.iterations.numpy())
+        if BEST in logs and (self.best is None or logs[BEST] > self.best):
+            self.best = float(logs[BEST])
+            save_model(self.model, self.best_path)

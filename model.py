@@ -15,9 +15,8 @@ convolution, or conv2d for the directional layer); tests prove the two equal.
 
 Two more layer families live beneath, one file each: the Graclus pyramid of the
 graph U-Net (segm/pyramid_layers.py) and SLIC region graphs (segm/region_layers.py).
-Importing this file registers them all, so a saved model loads with it alone.
-
-The training loss lives here too, for the same reason.
+Importing this file registers them all and the training loss, which lives here too,
+so a saved model loads with it alone (load_model).
 
 `python model.py [NAME ...]` prints the named models' summaries and every model's
 parameter count.
@@ -27,6 +26,7 @@ import zipfile
 
 import scipy.sparse as sp
 
+from segm.coordinates import PixelCoordinates
 from segm.errors import DataError
 from segm.graph_ops import chebyshev, depthwise, sparse_matmul
 from segm.graphs import (DIRECTIONS, check_connectivity, direction_adjacencies, gcn_propagation,
@@ -148,25 +148,6 @@ class DirectionalGraphConv(_GridGraphLayer):
         return self.biased(y + tf.einsum("bhwc,cu->bhwu", x, self.kernel[0]))
 
 
-@keras.saving.register_keras_serializable(package="segm")
-class PixelCoordinates(keras.layers.Layer):
-    """Appends each pixel's (y, x) in [-1, 1]: (B, H, W, C) -> (B, H, W, C + 2)."""
-
-    def call(self, x):
-        # A grid graph is the same seen from every pixel; coordinates let a
-        # graph layer know where on the canvas it is, as zero padding does for a CNN.
-        shape = tf.shape(x)
-        ys = tf.linspace(-1.0, 1.0, shape[1])
-        xs = tf.linspace(-1.0, 1.0, shape[2])
-        grid = tf.stack(tf.meshgrid(ys, xs, indexing="ij"), axis=-1)  # (H, W, 2)
-        grid = tf.broadcast_to(tf.cast(grid, x.dtype), (shape[0], shape[1], shape[2], 2))
-        return tf.concat([x, grid], axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], input_shape[-1] + 2)
-
-
-# ------------------------------------------------------------------ region graphs
 # ------------------------------------------------------------------------ models
 
 def _bn_relu(x):
@@ -302,15 +283,7 @@ def regions(num_classes, height, width):
     standardised by batch norm. ChebConv (K=3), as in gunet: each layer weighs X, L~X and
     T_2 X apart, so it can tell a region from its neighbours (a high-pass X - ÂX), which
     a digit's stroke needs; GraphConv's one low-pass Â only averages them away.
-
-    The loss is main.py's, on the pixels of the painted logits, so a region counts as
-    often as it has pixels. Its cross-entropy is then its pixel count times that against
-    its pixels' class shares, least where its softmax equals those shares, whose argmax
-    is the region's majority class: the label regions.ceiling paints with. So the pixel
-    loss trains towards the majority labels (weighting big regions more, and keeping a
-    mixed region's doubt where a one-hot majority target would drop it); the Dice term
-    pushes the same way, though not exactly. Scored on pixels, it compares with the
-    ceiling and with every other model.
+    Why a pixel loss trains regions: segm/region_layers.py.
     """
     inputs = keras.Input((height, width, 3))
     labels, rescaled = RegionGraph()(inputs)                          # (B, H, W), (N, N)
@@ -340,20 +313,19 @@ def build_model(name, num_classes=2, height=32, width=32):
 
 
 def load_model(path):
-    """A saved model of this project, or one clear sentence about why it cannot be used."""
+    """A saved model of this project, or one clear sentence (DataError) why it cannot be used."""
     try:
         model = keras.saving.load_model(path)
     except (OSError, ValueError, TypeError, KeyError, AttributeError, zipfile.BadZipFile) as e:
-        raise DataError(f"{path} is not a model this project saved "
-                                  f"({type(e).__name__}); pass the model.keras that "
-                                  f"`python main.py` wrote") from None
+        raise DataError(f"{path} is not a model this project saved ({type(e).__name__}); "
+                        f"pass the model.keras that `python main.py` wrote") from None
     shape_in, shape_out = model.input_shape, model.output_shape
     if not (model.name in MODELS and isinstance(shape_in, tuple) and len(shape_in) == 4
             and shape_in[-1] == 3 and tuple(shape_out[:3]) == tuple(shape_in[:3])
             and 2 <= shape_out[-1] <= 255):
-        raise DataError(f"{path} is a Keras model but not one of this project's "
-                                  f"segmentation models ({', '.join(MODELS)}); pass "
-                                  f"a model.keras that `python main.py` wrote")
+        raise DataError(f"{path} is a Keras model but not one of this project's segmentation "
+                        f"models ({', '.join(MODELS)}); pass a model.keras that `python "
+                        f"main.py` wrote")
     return model
 
 

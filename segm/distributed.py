@@ -1,4 +1,30 @@
-"""Training on several devices or machines with tf.distribute: strategies and the cluster loop."""
+"""Training on several devices or machines with tf.distribute: strategies and the cluster loop.
+
+    python main.py --strategy mirrored                   every visible GPU of this machine
+    python main.py --strategy mirrored --cpu_devices 2   no GPU: split the CPU into 2 devices
+
+BATCH_SIZE is the global batch: each of the N replicas gets 1/N of it, and batch
+normalisation takes its statistics over the whole global batch, so the same flags
+give the same training whatever N is, with one exception: Keras 3 clips each
+replica's share of a gradient before the shares are summed, so while clipping acts,
+N replicas clip at up to N times CLIP_NORM.
+
+For several machines, start the same command on each, with a TF_CONFIG that lists
+the whole cluster and says which member it is; here worker 0 of two, and the same
+with "index": 1 on host2:
+
+    TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]},
+                "task": {"type": "worker", "index": 0}}' \
+    python main.py --strategy multiworker --data_dir data --out_dir /shared/run
+
+The cluster trains on exactly the batches one device would. The chief (worker 0,
+or a task of type chief) writes the checkpoint, log, metrics and pictures; the
+others write nothing. A task whose peers have not started says which one it waits
+for and gives up after --worker_timeout seconds; Ctrl-C ends the wait at once. Name
+an --out_dir on a disk every worker can read, for --resume. Under this strategy
+main.py uses the loop below, because Keras 3's fit fails inside
+MultiWorkerMirroredStrategy (keras-team/keras#20585).
+"""
 import json
 import os
 import socket

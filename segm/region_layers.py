@@ -8,6 +8,15 @@ batch's graphs (N nodes in all):
     RegionFeatures    regions.region_features of every node, in TensorFlow: (N, 9)
     RegionChebConv    ChebConv with the batch's L~: (N, C) -> (N, units)
     PaintRegions      each pixel takes its node's values: (N, K) -> (B, H, W, K)
+
+The loss is the pixels' (model.SegmentationLoss on the painted logits), so a region
+counts as often as it has pixels. Its cross-entropy is then its pixel count times that
+against its pixels' class shares, least where its softmax equals those shares, whose
+argmax is the region's majority class: the label regions.ceiling_confusion paints
+with. So the pixel loss trains towards the majority labels (weighting big regions
+more, and keeping a mixed region's doubt where a one-hot majority target would drop
+it); the Dice term pushes the same way, though not exactly. Scored on pixels, the
+model compares with the ceiling and with every other model.
 """
 import numpy as np
 import scipy.sparse as sp

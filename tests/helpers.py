@@ -40,6 +40,15 @@ def one_sentence(err):
     return lines[0]
 
 
+def says(err, *facts):
+    """The one error sentence holds each fact (a file, a flag, a number): what a message test
+    checks, so that rewording a sentence breaks no test."""
+    sentence = one_sentence(err)
+    missing = [str(fact) for fact in facts if str(fact) not in sentence]
+    assert not missing, f"{missing} not in {sentence!r}"
+    return sentence
+
+
 def snapshot(folder):
     """{name: sha256} of every file in folder, hidden ones included."""
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()

@@ -8,8 +8,9 @@ import pytest
 
 import benchmark
 from segm import metrics
+from segm.benchmarks import common, compare, data, layers, rotation
 import model
-from helpers import call_main
+from helpers import call_main, says
 from load_data import Datagen
 
 
@@ -25,30 +26,29 @@ def test_plots_with_a_missing_data_folder_is_one_sentence_and_writes_nothing(tmp
         benchmark.main(["plots", "--data_dir", str(tmp_path / "nowhere"), "--out_dir",
                         str(tmp_path / "out"), "--checkpoint", str(tmp_path / "none")])
     assert stop.value.code == 1
-    assert capsys.readouterr().err.startswith(f"error: the data folder {tmp_path / 'nowhere'} "
-                                              f"does not exist; ")
+    says(capsys.readouterr().err, tmp_path / "nowhere", "does not exist")
     assert not (tmp_path / "out").exists()
 
 
 def test_compare_reuses_only_a_finished_run_with_the_same_settings(tmp_path):
     args = SimpleNamespace(steps=500, eval_every=50, data_dir="data")
-    assert not benchmark.same_run(tmp_path, args)                      # nothing there
+    assert not common.same_run(tmp_path, args)                      # nothing there
     (tmp_path / "config.json").write_text(json.dumps(  # a run records its folder resolved
         {"steps": 500, "eval_every": 50, "data_dir": str(Path("data").resolve())}))
-    assert not benchmark.same_run(tmp_path, args)                      # no metrics yet
+    assert not common.same_run(tmp_path, args)                      # no metrics yet
     (tmp_path / "metrics.json").write_text("{}")
-    assert benchmark.same_run(tmp_path, args)
-    assert not benchmark.same_run(tmp_path, SimpleNamespace(steps=1000, eval_every=50,
+    assert common.same_run(tmp_path, args)
+    assert not common.same_run(tmp_path, SimpleNamespace(steps=1000, eval_every=50,
                                                             data_dir="data"))
 
 
 def test_mean_spread_reports_mean_std_and_range():
-    assert benchmark.mean_spread([0.9, 1.0]) == "0.950 ± 0.071 (0.900-1.000)"
+    assert compare.mean_spread([0.9, 1.0]) == "0.950 ± 0.071 (0.900-1.000)"
 
 
 def test_generator_speed_is_reported_per_repeat():
     gen = Datagen(source="synthetic", canvas=16, digit_size=8)
-    wall, cpu = benchmark.time_generator(gen, batch_size=8, batches=3, repeats=2)
+    wall, cpu = data.time_generator(gen, batch_size=8, batches=3, repeats=2)
     assert len(wall) == len(cpu) == 2 and min(wall) > 0 and min(cpu) > 0
 
 
@@ -60,6 +60,17 @@ def test_layers_table_has_every_variant_and_ratios_to_the_reference(tmp_path, ca
     assert row.count("x)") == 4 and "(1.00x)" in row.split("|")[5]  # the reference column
     assert (tmp_path / "layer_speed.png").stat().st_size > 10_000
     assert "GraphConv stencil" in capsys.readouterr().out
+
+
+def test_the_dense_variant_is_graph_conv_with_a_dense_matrix():
+    x = np.random.default_rng(0).normal(size=(2, 5, 6, 3)).astype(np.float32)
+    sparse, dense = model.GraphConv(4, stencil=False), layers.DenseGraphConv(4)
+    sparse(x), dense(x)  # built: the same kernel and bias shapes
+    weights = [np.random.default_rng(1).normal(size=(3, 4)), np.array([0.5, -1.0, 0.0, 2.0])]
+    for layer in (sparse, dense):
+        layer.set_weights(weights)
+    np.testing.assert_allclose(dense(x).numpy(), sparse(x).numpy(), atol=1e-5)
+    assert layers.DenseGraphConv.from_config(dense.get_config()).units == 4
 
 
 def test_params_lists_every_model(capsys):
@@ -121,7 +132,7 @@ def test_rotation_merges_six_and_nine_in_the_confusion_matrix():
     cm[10, 10] = 8
     kept = metrics.metrics_from_confusion(cm, 1)["per_class_iou"]
     assert kept[7] == 6 / 12 and kept[10] == 8 / 12  # 6's union: 12 true + 0 false positives
-    merged = benchmark.merge_six_nine(cm)
+    merged = rotation.merge_six_nine(cm)
     assert merged.shape == (10, 10) and merged[7, 7] == 6 + 4 + 8 and merged[7, 0] == 2
     per_class = metrics.metrics_from_confusion(merged, 1)["per_class_iou"]
     assert per_class[0] == 100 / 102 and per_class[7] == 18 / 20
@@ -137,9 +148,9 @@ def test_rotation_table_and_plot_from_hand_made_scores(tmp_path):
                                 90: {"fg_iou": 0.94, "miou": 0.5, "miou_69": 0.55}},
         (2, 0, "fcn", 0): {0: {"fg_iou": 0.5}, 90: {"fg_iou": 0.25}},
     }
-    summary = benchmark.rotation_summary(results)
+    summary = rotation.rotation_summary(results, model.MODELS)
     assert summary[2, 0, "unet", "fg_iou"] == ([0, 1], {0: [0.9, 0.8], 90: [0.7, 0.7]})
-    table = benchmark.rotation_markdown(summary, [0, 90], "python benchmark.py rotation", 500, 2000)
+    table = rotation.rotation_markdown(summary, [0, 90], "python benchmark.py rotation", 500, 2000)
     rows = [line for line in table.splitlines() if line.startswith("| ") and "model" not in line]
     assert rows == [  # models in model.MODELS order; std of (0.9, 0.8) is 0.1 / sqrt(2)
         "| fcn | 2 | upright | fg IoU | 0 | 0.500 | 0.250 |",
@@ -149,7 +160,7 @@ def test_rotation_table_and_plot_from_hand_made_scores(tmp_path):
         "| gunet | 11 | turned ±180° | fg IoU | 0 | 0.950 | 0.940 |"]
     assert "| model | classes | training | score | seeds | 0° | 90° |" in table
     assert "6=9" in table.splitlines()[0] and "counts as an error" in table.splitlines()[0]
-    benchmark.plot_rotation(summary, [0, 90], tmp_path / "rotation.png")
+    rotation.plot_rotation(summary, [0, 90], tmp_path / "rotation.png", model.MODELS)
     assert (tmp_path / "rotation.png").stat().st_size > 10_000
 
 
@@ -159,9 +170,9 @@ def test_rotation_reuses_only_a_run_with_the_same_classes_and_angles(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"steps": 500, "eval_every": 50,
                                                       **settings}))
     (tmp_path / "metrics.json").write_text("{}")
-    assert benchmark.same_run(tmp_path, args, settings)
-    assert not benchmark.same_run(tmp_path, args, {**settings, "num_classes": 11})
-    assert not benchmark.same_run(tmp_path, args, {**settings, "digit_angle_min": 0.0})
+    assert common.same_run(tmp_path, args, settings)
+    assert not common.same_run(tmp_path, args, {**settings, "num_classes": 11})
+    assert not common.same_run(tmp_path, args, {**settings, "digit_angle_min": 0.0})
 
 
 def test_rotation_finds_main_scores_and_makes_the_same_confusion_matrix(run_copy, capsys):
@@ -169,9 +180,9 @@ def test_rotation_finds_main_scores_and_makes_the_same_confusion_matrix(run_copy
     status, out, _ = call_main(capsys, "--evaluate", "--out_dir", run_copy,
                                "--digit_angle_min", "90", "--digit_angle_max", "90")
     assert status == 0
-    path = benchmark.eval_path(run_copy, config, 90)  # main.py's name for the turned score
+    path = rotation.eval_path(run_copy, config, 90)  # main.py's name for the turned score
     assert path.is_file() and json.loads(path.read_text()) == json.loads(out.splitlines()[-1])
-    cm = benchmark.confusions(run_copy, config, [90])[90]
+    cm = rotation.confusions(run_copy, config, [90], benchmark.TRIO)[90]
     assert cm.sum() == 16 * 16 * 16  # eval_images x canvas x canvas pixels
     assert metrics.metrics_from_confusion(cm, 16)["miou"] == json.loads(path.read_text())["miou"]
 
@@ -208,7 +219,8 @@ def test_rotation_digest_gives_each_trainings_scores_and_each_seeds_worst_angle(
         (11, 0, "cheb", 0): {a: {"fg_iou": 0.9, "miou": m, "miou_69": m + 0.1}
                              for a, m in ((0, 0.4), (90, 0.3), (180, 0.2))},
     }
-    digest = benchmark.rotation_digest(benchmark.rotation_summary(results), [0, 90, 180])
+    summary = rotation.rotation_summary(results, model.MODELS)
+    digest = rotation.rotation_digest(summary, [0, 90, 180], model.MODELS)
     two, eleven = digest.split("\n\n*")
     assert ("| model | seeds | upright: 0° | upright: 90° | upright: lowest | turned ±180°: 0° "
             "| turned ±180°: 90° | turned ±180°: lowest |") in two

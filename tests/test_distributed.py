@@ -16,7 +16,7 @@ from segm import distributed, pipeline
 import main
 import model
 from segm import runs
-from helpers import call_main, run_main
+from helpers import call_main, run_main, says
 
 # Keras' own tensor-to-numpy conversion warns under numpy 2; nothing of ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -58,7 +58,7 @@ def start_lonely_worker(tmp_path, timeout):
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "main.py"), *TINY, "--strategy", "multiworker",
          "--worker_timeout", str(timeout), "--out_dir", str(tmp_path / "run")],
-        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=tmp_path, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True)
     return process, cluster["worker"][1]
 
@@ -69,9 +69,7 @@ def test_an_absent_peer_is_named_and_given_up_on(tmp_path):
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 2
     assert f"waiting for worker 1 at {peer}" in stdout
-    assert stderr.strip().splitlines() == [
-        f"error: worker 1 at {peer} did not answer within 6 s; start it, or raise "
-        f"--worker_timeout"]
+    says(stderr, "worker 1", peer, "6 s", "--worker_timeout")
     assert not (tmp_path / "run" / "model.keras").exists()
 
 
@@ -157,7 +155,7 @@ def test_two_workers_follow_the_one_device_trajectory(tmp_path, capsys):
         workers.append(subprocess.Popen(
             [sys.executable, str(ROOT / "main.py"), *args, "--strategy", "multiworker",
              "--out_dir", str(tmp_path / f"worker{index}")],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = [worker.communicate(timeout=300) for worker in workers]
     for worker, (stdout, stderr) in zip(workers, outputs):
         assert worker.returncode == 0, stderr
@@ -193,7 +191,7 @@ def test_a_diverging_multiworker_run_ends_like_a_fit_run(tmp_path, capsys):
     args = [*TINY, "--steps", "4", "--eval_every", "2", "--learning_rate", "1e30"]
     result = subprocess.run([sys.executable, str(ROOT / "main.py"), *args, "--strategy",
                              "multiworker", "--out_dir", str(tmp_path / "cluster")],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "weights of step 0 were restored" in result.stdout
     assert call_main(capsys, *args, "--out_dir", tmp_path / "fit")[0] == 0
@@ -217,7 +215,7 @@ def test_a_cluster_trains_on_your_own_folder_with_unlabelled_pixels(tmp_path):
                              "--canvas", "16", "--batch_size", "8", "--model", "fcn", "--steps",
                              "2", "--eval_every", "1", "--strategy", "multiworker", "--out_dir",
                              str(tmp_path / "run")],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
     assert len(rows) == 3 and "nan" not in rows[-1]

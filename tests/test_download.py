@@ -278,21 +278,22 @@ def test_cli_stops_a_transfer_beyond_the_published_size(server, tmp_path):
     server.endless.add(old.name)
     done = run_script("--data_dir", tmp_path / "data", "--mirror", server.url)
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert (f"error: mnist/{old.name}: {server.url}{old.name} sends 65,536 bytes or more, but "
-            f"{old.name} is published at 4,542, so the transfer was stopped; use another "
-            f"--mirror.\n") in done.stderr
+    line = [line for line in done.stderr.splitlines() if f"mnist/{old.name}:" in line]
+    assert len(line) == 1 and line[0].startswith("error: ") and all(fact in line[0] for fact in (
+        f"{server.url}{old.name}", "65,536", "4,542", "--mirror"))
     assert old.read_bytes() == b"an earlier copy" and leftovers(tmp_path / "data") == []
 
 
-@pytest.mark.parametrize("args,expected", [
-    (["--mirror", "ftp://x"], "--mirror ftp://x must be an http://, https:// or file:// URL."),
-    (["--mirror"], "argument --mirror: expected one argument"),
-    (["--download"], "unrecognized arguments: --download"),
+@pytest.mark.parametrize("args,facts", [
+    (["--mirror", "ftp://x"], ["--mirror ftp://x", "http://"]),
+    (["--mirror"], ["--mirror"]),
+    (["--download"], ["--download"]),
 ])
-def test_cli_usage_errors_exit_2_and_write_nothing(tmp_path, args, expected):
+def test_cli_usage_errors_exit_2_and_write_nothing(tmp_path, args, facts):
     done = run_script("--data_dir", tmp_path / "data", *args)
     assert done.returncode == 2 and "Traceback" not in done.stderr and done.stdout == ""
-    assert done.stderr.splitlines()[-1] == f"download.py: error: {expected}"
+    last = done.stderr.splitlines()[-1]
+    assert "error" in last and all(fact in last for fact in facts)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -319,6 +320,7 @@ def test_cli_full_disk_is_one_sentence_and_keeps_the_old_file(server, tmp_path):
     done = subprocess.run(["unshare", "-r", "-m", "sh", "-c", script, "sh", str(disk), server.url],
                           capture_output=True, text=True, timeout=120, cwd=SCRIPT.parent)
     assert "Traceback" not in done.stderr
-    assert f"error: mnist/{name}: the disk holding {disk / 'mnist' / name} is full; free some " \
-           f"space and run again.\n" in done.stderr
+    line = [line for line in done.stderr.splitlines() if f"mnist/{name}:" in line]
+    assert len(line) == 1 and line[0].startswith("error: ") and "full" in line[0]
+    assert str(disk / "mnist" / name) in line[0]
     assert done.stdout == f"exit 1\n{name}\nan earlier copy"  # nothing lost, nothing left

@@ -157,7 +157,7 @@ import sys
 import numpy as np
 import model
 net = model.keras.saving.load_model(sys.argv[1])
-assert "main" not in sys.modules and "regions" in sys.modules
+assert "main" not in sys.modules and "segm.region_layers" in sys.modules
 print(net(np.load(sys.argv[2]), training=False).numpy().tolist())
 """
 

@@ -1,4 +1,4 @@
-"""Models on disk: checkpoints written whole at every interval, best.keras, and SavedModel export."""
+"""Models on disk: a checkpoint written whole at every interval, best.keras, SavedModel export."""
 import shutil
 from pathlib import Path
 

@@ -151,7 +151,8 @@ def check_paths(cfg):
         cfg.checkpoint = None if cfg.out_dir is None else cfg.out_dir / "model.keras"
     if cfg.out_dir is not None and cfg.out_dir.exists() and not cfg.out_dir.is_dir():
         raise UsageError(f"--out_dir {cfg.out_dir} is a file; name a folder")
-    if cfg.checkpoint is not None and (cfg.checkpoint.is_dir() or cfg.checkpoint.suffix != ".keras"):
+    wrong = cfg.checkpoint is not None and cfg.checkpoint.suffix != ".keras"
+    if wrong or (cfg.checkpoint is not None and cfg.checkpoint.is_dir()):
         raise UsageError(f"--checkpoint {cfg.checkpoint} must name a .keras file, the format "
                          f"Keras saves and loads whole models in")
     if (reading or cfg.resume) and not cfg.checkpoint.is_file():
@@ -184,7 +185,7 @@ def adopt_saved_settings(cfg, saved, mode, defaults):
     where = cfg.data_dir if "data_dir" in cfg.given else saved.get("data_dir", "")
     if saved.get("source") == "folder" and not folders.is_folder(where):
         raise DataError(f"{where} does not hold the run's images/ and masks/; pass "
-                                  f"--data_dir where the folder is now")
+                        f"--data_dir where the folder is now")
     names = DATA_SETTINGS if mode == "evaluate" else [n for n in saved if n in defaults
                                                       and n not in ("out_dir", "checkpoint")]
     if ("data_dir" in cfg.given and "source" not in cfg.given) or saved.get("source") == "folder":
@@ -197,9 +198,8 @@ def adopt_saved_settings(cfg, saved, mode, defaults):
         try:
             value = type(defaults[name])(saved[name])
         except (TypeError, ValueError):
-            raise DataError(f"the run's config.json holds {saved[name]!r} for "
-                                      f"{name}, which is not a value of that setting; "
-                                      f"restore the file") from None
+            raise DataError(f"the run's config.json holds {saved[name]!r} for {name}, which "
+                        f"is not a value of that setting; restore the file") from None
         if name not in cfg.given:
             setattr(cfg, name, value)
         elif name == "data_dir" and (Path(cfg.data_dir).resolve() == Path(value).resolve() or (

@@ -19,7 +19,8 @@ from mnist import MNIST
 
 from segm.errors import DataError
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"  # beside the scripts, from any folder
+# data/ beside the scripts (above segm/), the same from whichever folder you run in
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 HELD_OUT = 0.1  # share of the train files kept for testing when t10k/test_batch are absent
 CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_FOLDER = "cifar-10-batches-py"  # what the official tarball extracts to

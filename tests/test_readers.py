@@ -6,7 +6,8 @@ import pytest
 
 from segm import readers
 from segm.errors import DataError
-from test_load_data import cifar_batch, peak_memory
+from test_data_files import peak_memory
+from test_load_data import cifar_batch
 
 
 def test_cifar_pixel_order_is_r_g_b_planes(tmp_path):

@@ -2,25 +2,53 @@
 
 Pixels whose mask says readers.IGNORE (255, "not labelled") count nowhere.
 """
+import weakref
+
 import numpy as np
 
 from segm.readers import IGNORE
-from segm.tf_quiet import keras
+from segm.tf_quiet import keras, tf
+
+
+# Compiled forward passes, one per model and batch size, made at first use.
+_COMPILED = weakref.WeakKeyDictionary()
+
+
+def compiled(model, batch_size):
+    """model(x, training=False) as a tf.function of fixed shape (batch_size, H, W, C): traced
+    once, it runs the model as one graph instead of layer by layer from Python."""
+    passes = _COMPILED.setdefault(model, {})
+    if batch_size not in passes:
+        spec = tf.TensorSpec((batch_size, *model.input_shape[1:]), tf.float32)
+        passes[batch_size] = tf.function(lambda x: model(x, training=False),
+                                         input_signature=[spec])
+    return passes[batch_size]
+
+
+def logits_by_batch(model, images, batch_size=64):
+    """Each batch's logits (B, H, W, K), in inference mode (no dropout, batch-norm running
+    statistics), through the compiled pass; a short last batch is padded to its shape and
+    cut back, which changes no image's logits (inference mode sees each image alone)."""
+    run = compiled(model, batch_size)
+    for i in range(0, len(images), batch_size):
+        batch = np.asarray(images[i:i + batch_size], np.float32)
+        padded = np.zeros((batch_size, *batch.shape[1:]), np.float32)
+        padded[:len(batch)] = batch
+        yield run(padded).numpy()[:len(batch)]
 
 
 def predict_logits(model, images, batch_size=64):
-    """Inference mode (no dropout, batch-norm running statistics), batch by batch."""
-    return np.concatenate([model(images[i:i + batch_size], training=False).numpy()
-                           for i in range(0, len(images), batch_size)])
+    """The logits of all the images, (N, H, W, K)."""
+    return np.concatenate(list(logits_by_batch(model, images, batch_size)))
 
 
 def confusion_matrix(model, images, masks, num_classes, batch_size=64, loss_fn=None):
     """One Keras MeanIoU confusion matrix over all the images (rows = truth) and, with
     loss_fn, the mean loss per image from the same forward passes (else None)."""
     miou, loss = keras.metrics.MeanIoU(num_classes, ignore_class=IGNORE), 0.0
-    for i in range(0, len(images), batch_size):
-        logits = model(images[i:i + batch_size], training=False)     # (B, H, W, K)
-        miou.update_state(masks[i:i + batch_size], keras.ops.argmax(logits, axis=-1))
+    for i, logits in zip(range(0, len(images), batch_size),
+                         logits_by_batch(model, images, batch_size)):        # (B, H, W, K)
+        miou.update_state(masks[i:i + batch_size], logits.argmax(-1))
         if loss_fn:
             loss += float(keras.ops.sum(loss_fn.call(masks[i:i + batch_size], logits)))
     return miou.total_cm.numpy(), loss / len(images) if loss_fn else None

@@ -42,7 +42,7 @@ def segment_many(model, pictures, batch_size, progress=None):
     waiting, tiles, places, done = [], [], [], 0  # pictures not yet whole; the next batch
 
     def run_batch():
-        logits = model(np.stack(tiles), training=False).numpy()         # (B, S, S, K)
+        logits = next(metrics.logits_by_batch(model, np.stack(tiles), batch_size))  # (B, S, S, K)
         for (blend, y, x), tile in zip(places, logits):
             blend["total"][y:y + side, x:x + side] += tile * window
             blend["weight"][y:y + side, x:x + side] += window

@@ -10,6 +10,7 @@
     python benchmark.py folder [--data_dir DIR]   a folder of scenes: the folder-data targets
     python benchmark.py steps [--models gcn,regions]   training steps side by side
     python benchmark.py forward [--models unet,gunet]   forward passes, eager and compiled
+    python benchmark.py breakdown [--models unet,...]   one default run phase by phase; GFLOP/s
 
 Each subcommand is one file of segm/benchmarks/ (plots: teaching.py) whose docstring says
 what it measures and writes; this file reads the flags and hands the subcommand its args
@@ -22,8 +23,8 @@ from pathlib import Path
 import load_data
 import main as main_script  # as main_script: main() below is this script's own entry point
 import model
-from segm.benchmarks import (compare, data, folder, forward, layers, params, rotation, steps,
-                             teaching)
+from segm.benchmarks import (breakdown, compare, data, folder, forward, layers, params,
+                             rotation, steps, teaching)
 from segm.benchmarks.common import FIGURES, TARGET_IOU, Trio
 from segm.errors import DataError, FileError, UsageError
 
@@ -113,7 +114,7 @@ def main(argv=None):
     sub.add_argument("--out_dir", type=Path, default=FIGURES)
     sub.set_defaults(run=rotation.run)
     sub = commands.add_parser("plots", help="the teaching pictures")
-    sub.add_argument("--checkpoint", default="im/compare/cheb_seed0/model.keras",
+    sub.add_argument("--checkpoint", default=str(FIGURES / "compare" / "cheb_seed0" / "model.keras"),
                      help="a trained cheb model whose filters to draw (examples if absent)")
     sub.add_argument("--data_dir", default="",
                      help="MNIST/CIFAR-10 folder for the regions picture (default: main.py's)")
@@ -148,6 +149,16 @@ def main(argv=None):
                      help="each times 4 batches per model")
     sub.add_argument("--data_dir", default="", help="MNIST/CIFAR-10 folder")
     sub.set_defaults(run=forward.run)
+    sub = commands.add_parser("breakdown", help="where one default run's time goes; each "
+                              "model's GFLOP/s against the machine's peak")
+    sub.add_argument("--models", type=model_list, default=["fcn", "unet", "dgcn", "gunet"])
+    sub.add_argument("--repeats", type=positive_int, default=3, help="default runs timed")
+    sub.add_argument("--steps_timed", type=positive_int, default=20,
+                     help="training steps timed per model for GFLOP/s")
+    sub.add_argument("--data_dir", default="", help="MNIST/CIFAR-10 folder")
+    sub.add_argument("main_flags", nargs=argparse.REMAINDER,
+                     help="after --: main.py flags for the run timed (default: its defaults)")
+    sub.set_defaults(run=breakdown.run)
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
     try:

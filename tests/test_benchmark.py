@@ -10,7 +10,7 @@ import benchmark
 from segm import metrics
 from segm.benchmarks import common, compare, data, layers, rotation
 import model
-from helpers import call_main, says
+from helpers import TINY, call_main, says
 from load_data import Datagen
 
 
@@ -230,3 +230,19 @@ def test_rotation_digest_gives_each_trainings_scores_and_each_seeds_worst_angle(
     assert "| model | seeds | upright: 0° | upright: 90° | upright: 180° | upright: 180°, 6=9 |" \
         in eleven
     assert "| cheb | 1 | 0.400 | 0.300 | 0.200 | 0.300 |" in eleven
+
+
+def test_breakdown_times_every_phase_and_counts_flops_by_hand(capsys):
+    from segm.benchmarks import breakdown
+    benchmark.main(["breakdown", "--models", "fcn", "--repeats", "1", "--steps_timed", "2",
+                    "--", *TINY, "--steps", "4", "--eval_every", "2"])
+    out = capsys.readouterr().out
+    for phase in ("start-up", "data:", "training: 4 steps of 8", "validation: 2 passes",
+                  "checkpoints: 4 saved", "test set: 16 images scored, compiled", "pictures"):
+        assert f"| {phase}" in out
+    assert "| fcn | 3.4 |" in out  # the hand count below, in MFLOP
+    net = benchmark.TRIO.model.build_model("fcn", 2, 32, 32)
+    # Four 5x5 convolutions at every one of 32x32 pixels: 3 -> 10 -> 12 -> 8 -> 2 channels.
+    hand = 2 * 25 * 32 * 32 * (3 * 10 + 10 * 12 + 12 * 8 + 8 * 2)
+    assert breakdown.forward_flops(net) == hand
+    assert breakdown.forward_flops(benchmark.TRIO.model.build_model("regions", 2, 16, 16)) is None

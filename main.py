@@ -28,7 +28,8 @@ from segm.tf_quiet import keras, tf
 
 # data
 DATA_DIR = ""              # mnist/ and cifar/, or your images/ and masks/; "": data/ beside main.py
-SOURCE = "auto"            # auto | real | synthetic (font digits: a fresh clone needs no download)
+SOURCE = "auto"            # real files, or synthetic font digits (no download); auto: real if
+                           # data/ holds them
 NUM_CLASSES = 2            # 2: background/digit; 11: background + which digit (label + 1);
                            # a folder of your own: from its masks, unless given as a flag
 CANVAS = 32                # image side in pixels; 32 is the seed repository's protocol
@@ -36,11 +37,11 @@ AUGMENT = True             # your own folder: random scales, crops, flips and co
 DIGIT_SIZE = 14            # MNIST digits are shrunk from 28x28 to this
 DIGITS_PER_IMAGE = 1       # more digits make busier scenes (later digits drawn on top)
 DIGIT_SCALE_MIN = 1.0      # digits resized by a random factor in [min, max]; 1, 1 keeps DIGIT_SIZE
-DIGIT_SCALE_MAX = 1.0
+DIGIT_SCALE_MAX = 1.0      # the factor's upper end
 DIGIT_ANGLE_MIN = 0.0      # digits turned by a random angle in [min, max] degrees, masks with them
 DIGIT_ANGLE_MAX = 0.0      # 0, 0 keeps them upright; 90, 90 turns every digit a quarter
 # model
-MODEL = "unet"             # fcn | unet | gcn | cheb | dgcn | hybrid | gunet | regions (model.py)
+MODEL = "unet"             # the network; each is described in model.py
 # training
 BATCH_SIZE = 64            # global batch, split evenly across replicas
 STEPS = 500                # optimizer steps; 500 x 64 is the seed repository's budget
@@ -49,7 +50,7 @@ CLIP_NORM = 1.0            # per-weight gradient clipping (0: off): one bad batc
 DICE_WEIGHT = 1.0          # digits cover ~4% of pixels; soft Dice keeps them from being ignored
 EVAL_EVERY = 100           # steps between checkpoints, log rows and learning-curve points
 SEED = 0                   # weights and training data; the same seed gives the same numbers
-STRATEGY = "default"       # default | mirrored (all GPUs, or CPU_DEVICES CPUs) | multiworker
+STRATEGY = "default"       # mirrored: all GPUs, or CPU_DEVICES CPUs; multiworker: a cluster
 CPU_DEVICES = 0            # >1 splits the CPU into that many logical devices for `mirrored`
 WORKER_TIMEOUT = 300.0     # seconds a multiworker task waits for its peers before giving up
 # output
@@ -73,7 +74,8 @@ class Interrupted(Exception):
 
 def parse_config(argv=None):
     """Flags over the defaults above, every value checked (see configurator.py)."""
-    return configurator.parse_config(argv, HYPERPARAMETERS, CHOICES, __doc__.split("\n\n")[0])
+    return configurator.parse_config(argv, HYPERPARAMETERS, CHOICES, __doc__.split("\n\n")[0],
+                                     configurator.comments_beside(__file__))
 
 
 # ---- data -------------------------------------------------------------------

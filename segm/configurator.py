@@ -4,6 +4,7 @@ import difflib
 import math
 import os
 import sys
+import tokenize
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -31,24 +32,52 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def parse_config(argv, defaults, choices, description):
+def comments_beside(script):
+    """{lower-case name: comment} of a script's top-level UPPER_CASE constants: the comment
+    on the constant's line, joined with the indented comment lines right below it."""
+    comments, name, line_of_name = {}, None, None
+    with tokenize.open(script) as f:
+        for token in tokenize.generate_tokens(f.readline):
+            row, column = token.start
+            if token.type == tokenize.NAME and column == 0:
+                name = token.string.lower() if token.string.isupper() else None
+                line_of_name = row
+            elif token.type == tokenize.COMMENT and name:
+                text = token.string.lstrip("#").strip()
+                if row == line_of_name:
+                    comments[name] = text
+                elif name in comments and column > 0:
+                    comments[name] += " " + text
+            elif token.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT) \
+                    and row != line_of_name:
+                name = None  # anything but a comment ends the constant's explanation
+    return comments
+
+
+def parse_config(argv, defaults, choices, description, comments=None):
     """Flags over the defaults, type-checked and checked, into one config object.
 
-    defaults and choices ({name: allowed values}) are main.py's, written there once.
+    defaults, choices ({name: allowed values}) and comments (comments_beside) are
+    main.py's, written there once; --help shows each flag's comment, default and choices.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = _Parser(prog="main.py", description=description, allow_abbrev=False)
+    parser = _Parser(prog="main.py", description=description, allow_abbrev=False,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     for name, default in defaults.items():
+        shown = f"default: {default!r}" + (f"; one of {', '.join(map(str, choices[name]))}"
+                                            if name in choices else "")
+        text = f"{(comments or {}).get(name, '')} ({shown})".replace("%", "%%")
         if isinstance(default, bool):  # --augment / --no-augment
             parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction,
-                                default=default)
+                                default=default, help=text)
         else:
-            parser.add_argument(f"--{name}", type=type(default), default=default,
+            parser.add_argument(f"--{name}", type=type(default), default=default, help=text,
                                 metavar=type(default).__name__.upper())
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out_dir")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the latest run, or the one --out_dir names")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace the run in --out_dir with a new one")
-    parser.add_argument("--evaluate", action="store_true", help="score a saved model only")
+                        help="replace the latest run, or the one --out_dir names, with a new one")
+    parser.add_argument("--evaluate", action="store_true", help="score the latest run's model again, on its own test data")
     parser.add_argument("--predict", metavar="IMAGE", help="segment a PNG/JPEG with a saved model")
     parser.add_argument("--export", metavar="DIR", type=Path,
                         help="write the saved model as a TensorFlow SavedModel to a new folder")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from segm import distributed
+from segm import configurator, distributed
 import main
 from segm.errors import UsageError
 from helpers import TINY, call_main, one_sentence, run_main
@@ -94,7 +94,6 @@ def test_multiworker_without_tf_config_is_one_clear_sentence(monkeypatch, tmp_pa
 
 def test_resume_takes_the_runs_data_folder_however_it_is_spelt(tmp_path, monkeypatch,
                                                               capsys):
-    from segm import configurator
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
     (tmp_path / "other").mkdir()
@@ -127,10 +126,31 @@ def test_own_folders_need_no_room_for_digits(tmp_path):
 
 
 def test_scoring_a_real_run_on_the_synthetic_stand_in_reads_no_folder(tmp_path):
-    from segm import configurator
     (tmp_path / "model.keras").touch()
     cfg = main.parse_config(["--evaluate", "--source", "synthetic", "--checkpoint",
                              str(tmp_path / "model.keras")])
     saved = {"source": "real", "data_dir": str(tmp_path), "canvas": 16}
     configurator.adopt_saved_settings(cfg, saved, "evaluate", main.HYPERPARAMETERS)
     assert cfg.source == "synthetic" and not cfg.data_dir and cfg.canvas == 16
+
+
+def test_help_shows_every_constants_comment_default_and_choices():
+    comments = configurator.comments_beside(main.__file__)
+    assert set(main.HYPERPARAMETERS) <= set(comments)  # every constant is explained
+    assert all(len(text) > 10 for text in comments.values())
+    assert comments["out_dir"].endswith("the latest for --resume/--evaluate/--predict/--export")
+    done = run_main("--help")
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())  # argparse wraps lines where it likes
+    for name, default in main.HYPERPARAMETERS.items():
+        assert f"--{name}" in text and f"default: {default!r}" in text
+        assert " ".join(comments[name].split()) in text
+    for name, allowed in main.CHOICES.items():
+        assert f"one of {', '.join(map(str, allowed))}" in text
+
+
+def test_comments_are_read_from_the_source(tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text('A = 1  # one\n      # and more\nB = "#"  # b\nx = 2  # not a constant\n'
+                      'C = 3\n# a comment of its own\nD = 4  # d\n')
+    assert configurator.comments_beside(script) == {"a": "one and more", "b": "b", "d": "d"}

@@ -11,7 +11,6 @@ or on a folder of your own images and masks.
 """
 import contextlib
 import json
-import resource
 import signal
 import sys
 import time
@@ -20,8 +19,8 @@ from pathlib import Path
 
 import load_data
 import model as model_lib
-from segm import (checkpoints, configurator, distributed, files, folders, metrics, pipeline,
-                  plots, predict, readers, runs)
+from segm import (checkpoints, configurator, distributed, files, folders, memory, metrics,
+                  pipeline, plots, predict, readers, runs)
 from segm.nan_guard import NanGuard
 from segm.errors import DataError, FileError, UsageError
 from segm.tf_quiet import keras, tf
@@ -273,8 +272,7 @@ def _train_and_score(cfg, strategy, datagen, settings, finished):
     scores["inference_ms_per_image"] = 1000 * (time.perf_counter() - began) / scores["n_images"]
     scores["train_seconds"] = round(seconds, 1)
     scores["train_images_per_second"] = trained * cfg.batch_size / seconds if seconds else None
-    # ru_maxrss is in KiB on Linux: the peak memory of this whole process, TensorFlow included.
-    scores["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    scores["peak_memory_mb"] = memory.peak() / 2**20  # this whole process, TensorFlow included
     predict.draw_samples(model, datagen, None if folder else (test_images, test_masks), scores,
                          cfg.sample_rows, cfg.batch_size, cfg.out_dir / f"samples_{model.name}.png")
     if not plots.learning_curves(cfg.out_dir / "log.csv", cfg.eval_every,

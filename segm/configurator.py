@@ -8,7 +8,7 @@ import tokenize
 from pathlib import Path
 from types import SimpleNamespace
 
-from segm import folders, runs
+from segm import folders, memory, runs
 from segm.errors import DataError, UsageError
 
 POSITIVE = ("batch_size", "steps", "eval_every", "eval_images", "canvas", "digit_size",
@@ -193,14 +193,13 @@ def check_paths(cfg):
 
 
 def check_memory(what, needed, advice):
-    """UsageError with the figures if `needed` bytes exceed the memory available now."""
-    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    if os.path.exists("/proc/meminfo"):
-        with open("/proc/meminfo") as f:
-            for line in f:  # MemAvailable counts reclaimable caches too, as the kernel would
-                if line.startswith("MemAvailable:"):
-                    available = int(line.split()[1]) * 1024
-    if needed > available:
+    """UsageError with the figures if `needed` bytes exceed the memory available now; where
+    that cannot be measured, a note, and the check is skipped."""
+    available = memory.available()
+    if available is None:
+        print(f"note: this system does not say how much memory is free, so {what} starts "
+              f"without checking that about {needed / 1e9:,.1f} GB fit")
+    elif needed > available:
         raise UsageError(f"{what} needs about {needed / 1e9:,.1f} GB of memory and "
                          f"{available / 1e9:,.1f} GB are free; {advice}")
 

@@ -5,6 +5,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import filelock
+
 from segm.errors import FileError
 
 
@@ -68,31 +70,26 @@ class FolderBusy(FileError):
 class FolderLock:
     """An exclusive lock on a folder for one process: a second run there is refused.
 
-    The lock is fcntl's, held on an open file: the kernel releases it when the
-    process ends however it ends, so a crashed run never leaves it stuck.
+    filelock's: on Linux and macOS an fcntl lock, on Windows an msvcrt one, both held on
+    an open file that the operating system releases when the process ends however it
+    ends, so a crashed run never leaves the folder stuck. Where neither call exists,
+    filelock falls back to the file's mere existence, which a killed run leaves behind.
     """
 
     def __init__(self, folder):
         self.path = Path(folder) / ".lock"
 
     def __enter__(self):
-        import fcntl
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.file = open(self.path, "a+")
-        except OSError as error:
-            raise FileError(describe_os_error(error, self.path.parent)) from None
-        try:
-            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.file.close()
+            self.lock = filelock.FileLock(self.path, timeout=0)
+            self.lock.acquire()
+        except filelock.Timeout:
             raise FolderBusy(f"another run is writing {self.path.parent} right now; wait for "
                              f"it to finish or choose another --out_dir") from None
-        self.file.seek(0)
-        self.file.truncate()
-        self.file.write(f"{os.getpid()}\n")
-        self.file.flush()
+        except OSError as error:
+            raise FileError(describe_os_error(error, self.path.parent)) from None
         return self
 
     def __exit__(self, *exc):
-        self.file.close()  # closing releases the lock; the empty file may stay
+        self.lock.release()  # the empty file may stay

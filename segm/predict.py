@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segm import files, metrics, plots, readers
+from segm import files, memory, metrics, plots, readers
 from segm.configurator import BASE_BYTES
 from segm.errors import UsageError
 from segm.readers import IGNORE
@@ -121,8 +121,8 @@ def score_pictures(model, pictures, num_classes, batch_size=64):
 
 def max_image_pixels():
     """The largest image --predict takes: about 150 bytes a pixel for tiles, logits and picture."""
-    available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return int(max(available / 2 - BASE_BYTES, 0) // 150)
+    machine = memory.total() or 8e9  # unknown: a laptop's 8 GB
+    return int(max(machine / 2 - BASE_BYTES, 0) // 150)
 
 
 def segment_picture(model, pixels, name, out_dir, batch_size, names=None):

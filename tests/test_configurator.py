@@ -154,3 +154,28 @@ def test_comments_are_read_from_the_source(tmp_path):
     script.write_text('A = 1  # one\n      # and more\nB = "#"  # b\nx = 2  # not a constant\n'
                       'C = 3\n# a comment of its own\nD = 4  # d\n')
     assert configurator.comments_beside(script) == {"a": "one and more", "b": "b", "d": "d"}
+
+
+def test_the_memory_check_needs_no_glibc_call(monkeypatch, capsys):
+    import os
+    real = os.sysconf
+
+    def sysconf(name):  # macOS has no SC_AVPHYS_PAGES: os.sysconf raises for it
+        if name == "SC_AVPHYS_PAGES":
+            raise ValueError("unrecognized configuration name")
+        return real(name)
+    monkeypatch.setattr(os, "sysconf", sysconf)
+    with pytest.raises(UsageError, match="needs about 1,000,000.0 GB of memory and"):
+        configurator.check_memory("training", 1e15, "lower --batch_size")
+    configurator.check_memory("training", 1e6, "lower --batch_size")  # fits: nothing said
+
+
+def test_where_free_memory_cannot_be_read_the_check_is_skipped_with_a_note(monkeypatch,
+                                                                           capsys):
+    from segm import memory
+
+    def unsupported():
+        raise NotImplementedError("psutil: this platform is not supported")
+    monkeypatch.setattr(memory.psutil, "virtual_memory", unsupported)
+    configurator.check_memory("training", 1e15, "lower --batch_size")
+    assert "note: this system does not say how much memory is free" in capsys.readouterr().out

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from segm import plots
+from segm import folders, plots
 from segm.errors import DataError
 from segm.readers import (DEFAULT_DATA_DIR, Split, denormalize, get_data_hint, has_real_files,
                           load_real_cached, normalize, stamp)
@@ -358,6 +358,29 @@ class Datagen:
         """
         rng = np.random.default_rng([self.seed, stream])
         return self.render(self._layout(rng, _whole("n", n, 1), "test"))
+
+
+# ---------------------------------------------------------------- from main.py's config
+
+def make_datagen(cfg, seed=None, saved_split=None):
+    """The image/mask generator main.py's config describes; seed defaults to its SEED.
+
+    A --data_dir holding images/ and masks/ gives a folders.FolderData: your own pictures,
+    split by TEST_SEED (or saved_split, the run's own) and read batch by batch.
+    """
+    if cfg.data_dir and folders.is_folder(cfg.data_dir):
+        known = "num_classes" in cfg.given or cfg.resume or cfg.evaluate  # else: the masks say
+        return folders.FolderData(cfg.data_dir, cfg.canvas, cfg.num_classes if known else None,
+                                  cfg.seed if seed is None else seed, cfg.test_seed,
+                                  cfg.augment, saved_split)
+    scale, angle = (cfg.digit_scale_min, cfg.digit_scale_max), (cfg.digit_angle_min,
+                                                                 cfg.digit_angle_max)
+    return Datagen(cfg.data_dir or None, canvas=cfg.canvas, digit_size=cfg.digit_size,
+                   digits_per_image=cfg.digits_per_image, num_classes=cfg.num_classes,
+                   seed=cfg.seed if seed is None else seed, source=cfg.source,
+                   digit_scale=None if scale == (1.0, 1.0) else scale,
+                   digit_angle=None if angle == (0.0, 0.0) else angle)
+
 
 
 # ---------------------------------------------------------------- picture

@@ -6,7 +6,7 @@ or on a folder of your own images and masks.
     python main.py --data_dir my_pictures   train on images/ and masks/ (see folders.py)
     python main.py --resume                 continue an interrupted run in --out_dir
     python main.py --evaluate               score the run in --out_dir again, with its own data
-    python main.py --predict photo.jpg      segment your own picture with the run's model
+    python main.py --predict photos/        segment a picture, or a folder of them: mask files
     python main.py --export served/         the run's model as a TensorFlow SavedModel
 """
 import contextlib
@@ -23,7 +23,7 @@ from segm import (checkpoints, configurator, distributed, files, folders, memory
                   pipeline, plots, predict, readers, runs)
 from segm.nan_guard import NanGuard
 from segm.errors import DataError, FileError, UsageError
-from segm.tf_quiet import keras, tf
+from segm.tf_quiet import keras
 
 # data
 DATA_DIR = ""              # mnist/ and cifar/, or your images/ and masks/; "": data/ beside main.py
@@ -78,26 +78,6 @@ def parse_config(argv=None):
 
 
 # ---- data -------------------------------------------------------------------
-
-def make_datagen(cfg, seed=None, saved_split=None):
-    """The image/mask generator the config describes; seed defaults to the training SEED.
-
-    A --data_dir holding images/ and masks/ gives a folders.FolderData: your own pictures,
-    split by TEST_SEED (or saved_split, the run's own) and read batch by batch.
-    """
-    if cfg.data_dir and folders.is_folder(cfg.data_dir):
-        known = "num_classes" in cfg.given or cfg.resume or cfg.evaluate  # else: the masks say
-        return folders.FolderData(cfg.data_dir, cfg.canvas, cfg.num_classes if known else None,
-                                  cfg.seed if seed is None else seed, cfg.test_seed,
-                                  cfg.augment, saved_split)
-    scale, angle = (cfg.digit_scale_min, cfg.digit_scale_max), (cfg.digit_angle_min,
-                                                                 cfg.digit_angle_max)
-    return load_data.Datagen(cfg.data_dir or None, canvas=cfg.canvas, digit_size=cfg.digit_size,
-                             digits_per_image=cfg.digits_per_image, num_classes=cfg.num_classes,
-                             seed=cfg.seed if seed is None else seed, source=cfg.source,
-                             digit_scale=None if scale == (1.0, 1.0) else scale,
-                             digit_angle=None if angle == (0.0, 0.0) else angle)
-
 
 def settings_of(cfg):
     """The config as JSON-ready values: what config.json records."""
@@ -217,7 +197,7 @@ def run_training(cfg):
     configurator.check_training_memory(cfg, cfg.eval_images + load_data.VALID_IMAGES)
     # The data is found before the folder is touched: a wrong --data_dir leaves no
     # run folder behind, and an --overwrite with one deletes nothing.
-    datagen = make_datagen(cfg, saved_split=saved.get("split") if cfg.resume else None)
+    datagen = load_data.make_datagen(cfg, saved_split=saved.get("split") if cfg.resume else None)
     datagen.sample(1, split="train", step=0)  # data that cannot train fails now, before any work
     cfg.num_classes = datagen.num_classes  # a folder's masks may have said how many
     strategy, cfg.chief = distributed.make_strategy(cfg.strategy, cfg.cpu_devices,
@@ -254,7 +234,7 @@ def _train_and_score(cfg, strategy, datagen, settings, finished):
     if folder:  # your own pictures: whole, of any size, read one by one when scored
         valid = datagen.valid_set(load_data.VALID_IMAGES)
     else:
-        tests = make_datagen(cfg, seed=cfg.test_seed)  # which seed draws what: see load_data.py
+        tests = load_data.make_datagen(cfg, seed=cfg.test_seed)  # which seed draws what: load_data
         test_images, test_masks = tests.test_set(cfg.eval_images)
         valid = tests.test_set(min(load_data.VALID_IMAGES, cfg.eval_images),
                                load_data.VALID_STREAM)
@@ -280,6 +260,10 @@ def _train_and_score(cfg, strategy, datagen, settings, finished):
                                  cfg.out_dir / f"learning_curves_{model.name}.png"):
         print("note: the log has no finished interval, so there are no learning curves")
     load_data.save_grid(datagen, cfg.out_dir / "input_data.png")
+    if cfg.num_classes > 2:  # which classes are taken for which
+        plots.confusion(scores["confusion"], plots.class_names(cfg.num_classes, not folder),
+                        f"{model.name}: test-set pixels, mean IoU {scores['miou']:.3f}",
+                        cfg.out_dir / f"confusion_{model.name}.png")
     runs.write_json(scores, cfg.out_dir / "metrics.json")  # last: it marks the run finished
     shown = cfg.out_dir.resolve().parent == runs.RUNS.resolve()
     if shown:  # the latest run's pictures, where the edit-run-look loop looks
@@ -313,7 +297,7 @@ def run_evaluation(cfg):
                                         cfg.batch_size)
         cfg.eval_images = scores["n_images"]
     else:
-        datagen = make_datagen(cfg, seed=cfg.test_seed)
+        datagen = load_data.make_datagen(cfg, seed=cfg.test_seed)
         print(f"data: {datagen.describe()}")
         images, masks = datagen.test_set(cfg.eval_images)
         scores = metrics.score(model, images, masks, cfg.num_classes, cfg.batch_size)
@@ -327,15 +311,33 @@ def run_evaluation(cfg):
 
 
 def run_prediction(cfg):
-    """Segment one picture of any size with the run's model (see predict.py)."""
+    """Segment a picture, or every picture of a folder, with the run's model (see predict.py):
+    a class-index mask and an overlay each, in a new predictions folder of the run's."""
     path = Path(cfg.predict)
-    pixels = predict.read_image(path, max_pixels=predict.max_image_pixels())
+    if not path.exists():
+        raise UsageError(f"{path} does not exist; pass a PNG or JPEG, or a folder of them")
+    paths = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    if not paths:
+        raise UsageError(f"{path} holds no files; pass a PNG or JPEG, or a folder of them")
     model = model_lib.load_model(cfg.checkpoint)
-    print(f"segmenting with {runs.describe_checkpoint(cfg.checkpoint)}")
-    saved = runs.saved_config(cfg.checkpoint) or {}
-    names = (plots.class_names(model.output_shape[-1], digits=False)
-             if saved.get("source") == "folder" else None)
-    return predict.segment_picture(model, pixels, path.name, cfg.out_dir, cfg.batch_size, names)
+    print(f"segmenting {len(paths)} file{'s' * (len(paths) > 1)} with "
+          f"{runs.describe_checkpoint(cfg.checkpoint)}")
+    if not path.is_dir():  # one picture: its figure too, image | mask | overlay
+        saved = runs.saved_config(cfg.checkpoint) or {}
+        names = (plots.class_names(model.output_shape[-1], digits=False)
+                 if saved.get("source") == "folder" else None)
+        pixels = predict.read_image(path, max_pixels=predict.max_image_pixels())
+        predict.segment_picture(model, pixels, path.name, cfg.out_dir, cfg.batch_size, names)
+    folder, began = runs.claim(cfg.out_dir, "predictions"), time.perf_counter()
+    done, skipped = predict.segment_folder(model, paths, folder, cfg.batch_size)
+    seconds = time.perf_counter() - began
+    print(f"segmented {done} picture{'s' * (done != 1)} in {seconds:.1f} s "
+          f"({seconds / max(done, 1):.2f} s each): masks and overlays in {folder}/")
+    if skipped:
+        print(f"note: skipped {len(skipped)} file{'s' * (len(skipped) > 1)} that "
+              f"{'are' if len(skipped) > 1 else 'is'} not a readable picture: "
+              f"{', '.join(skipped)}")
+    return folder
 
 
 def run_export(cfg):

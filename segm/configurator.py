@@ -2,7 +2,6 @@
 import argparse
 import difflib
 import math
-import os
 import sys
 import tokenize
 from pathlib import Path

@@ -71,7 +71,8 @@ def metrics_from_confusion(cm, n_images):
             "miou": float(np.mean([iou for iou in per_class if iou is not None])),
             "per_class_iou": per_class, "dice": float(2 * tp / max(2 * tp + fp + fn, 1)),
             "pixel_accuracy": float(np.trace(cm) / cm.sum()), "n_images": n_images,
-            "class_pixels": [int(n) for n in cm.sum(1)]}
+            "class_pixels": [int(n) for n in cm.sum(1)],
+            "confusion": cm.astype(int).tolist()}  # rows: the true class, columns: predicted
 
 
 def interval_logs(loss, confusion, num_classes, prefix=""):

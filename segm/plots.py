@@ -156,3 +156,22 @@ def input_grid(images, masks, num_classes, title, path, cols=4):
     fig.suptitle(title, fontsize=7, wrap=True)
     fig.tight_layout()
     save(fig, path)
+
+
+def confusion(cm, names, title, path):
+    """The confusion matrix (rows truth, columns prediction), each row as shares of its pixels,
+    with the share printed in every cell that holds at least 1%."""
+    cm = np.asarray(cm, np.float64)
+    shares = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, ax = subplots(figsize=(7.5, 6.5), layout="constrained")
+    shown = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for (row, col), share in np.ndenumerate(shares):
+        if share >= 0.01:
+            ax.text(col, row, f"{100 * share:.0f}", ha="center", va="center", fontsize=7,
+                    color="white" if share > 0.6 else "black")
+    ax.set(xticks=range(len(names)), yticks=range(len(names)), xlabel="predicted",
+           ylabel="true", title=title)
+    ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticklabels(names, fontsize=8)
+    fig.colorbar(shown, ax=ax, label="share of the true class's pixels")
+    save(fig, path)

@@ -1,10 +1,9 @@
-"""Segment a picture of any size with a saved model: read it safely, then tile by tile.
+"""Segment pictures of any size with a saved model: read safely, tile by tile, masks out.
 
 Models are built for the canvas they were trained on (the graph layers bake its
 grid in), so a picture is cut into overlapping tiles of that canvas at its own
 scale and the tiles' logits are blended: memory stays bounded at any image size.
 """
-import os
 import sys
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 
 from segm import files, memory, metrics, plots, readers
 from segm.configurator import BASE_BYTES
-from segm.errors import UsageError
+from segm.errors import DataError, UsageError
 from segm.readers import IGNORE
 from segm.tf_quiet import keras
 
@@ -160,3 +159,61 @@ def draw_samples(model, datagen, tests, scores, rows, batch_size, path):
     plots.samples(shown, masks, preds, num_classes, f"{model.name} on the test set: "
                   f"foreground IoU {scores['fg_iou']:.3f}, mean IoU {scores['miou']:.3f}",
                   path, names)
+
+
+# ---- a folder of pictures in, mask files out
+
+def palette(num_classes):
+    """The plots' class colours as a PNG palette (768 values), unlabelled (IGNORE) grey."""
+    table = np.full((256, 3), 128, np.uint8)
+    table[:num_classes] = np.round(plots.class_colours(num_classes) * 255)
+    return table.ravel().tolist()
+
+
+def overlay(pixels, pred, num_classes):
+    """(H, W, 3) uint8: the picture, with every pixel not background half its class colour."""
+    colours = np.round(plots.class_colours(num_classes) * 255)[pred]        # (H, W, 3)
+    shown = pixels.astype(np.float32)
+    shown[pred > 0] = 0.5 * shown[pred > 0] + 0.5 * colours[pred > 0]
+    return shown.astype(np.uint8)
+
+
+def write_masks(pixels, pred, num_classes, stem, folder):
+    """stem.png, the class-index mask (mode P, the plots' palette, the picture's own size),
+    and stem_overlay.png, each written atomically."""
+    from PIL import Image
+    mask = Image.fromarray(pred.astype(np.uint8), mode="P")
+    mask.putpalette(palette(num_classes))
+    for name, picture in ((f"{stem}.png", mask),
+                          (f"{stem}_overlay.png", Image.fromarray(overlay(pixels, pred,
+                                                                          num_classes)))):
+        with files.atomic_write(Path(folder) / name) as tmp:
+            picture.save(tmp)
+
+
+def segment_folder(model, paths, folder, batch_size):
+    """Segment every picture among paths into folder, one picture in memory at a time, with a
+    progress bar; returns (pictures done, names of the files that are not pictures)."""
+    num_classes, most = model.output_shape[-1], max_image_pixels()
+    stems = [p.stem for p in paths]
+    unique = [p.stem if stems.count(p.stem) == 1 else f"{p.stem}_{p.suffix.lstrip('.')}"
+              for p in paths]  # photo.jpg and photo.png both keep their masks
+    waiting, skipped, done = [], [], 0
+    bar = keras.utils.Progbar(len(paths), verbose=1 if sys.stdout.isatty() else 0)
+
+    def pictures():
+        for path, stem in zip(paths, unique):
+            try:
+                pixels = readers.read_image(path, most)
+            except DataError:
+                skipped.append(path.name)
+                bar.add(1)
+                continue
+            waiting.append((pixels, stem))
+            yield pixels
+    for pred in segment_many(model, pictures(), batch_size):
+        pixels, stem = waiting.pop(0)
+        write_masks(pixels, pred, num_classes, stem, folder)
+        done += 1
+        bar.add(1)
+    return done, skipped

@@ -30,9 +30,9 @@ BEST = "val_miou"  # what picks best.keras: the mean IoU on the validation image
 SHOWN = "latest.json"  # in RUNS: which run's pictures are copied there, and their names
 
 
-def numbered(n, home=RUNS):
-    """Run folder n of home: train, train2, train3, ..."""
-    return Path(home) / ("train" if n == 1 else f"train{n}")
+def numbered(n, home=RUNS, stem="train"):
+    """Folder n of home: train, train2, train3, ... (or stem, stem2, ...)."""
+    return Path(home) / (stem if n == 1 else f"{stem}{n}")
 
 
 def number_of(folder):
@@ -55,11 +55,11 @@ def latest(home=RUNS):
     return max(held)[1]
 
 
-def claim(home=RUNS):
-    """A new empty run folder, the first free number: made at once, so two runs never share."""
+def claim(home=RUNS, stem="train"):
+    """A new empty folder, the first free number: made at once, so two runs never share one."""
     n = 1
     while True:
-        folder = numbered(n, home)
+        folder = numbered(n, home, stem)
         try:
             folder.mkdir(parents=True)
             return folder
@@ -162,7 +162,8 @@ def best_logged(log_path):
 
 def clear(folder, checkpoint):
     """--overwrite: the old run's files go, its scores and pictures too (another model's)."""
-    old = ("eval_*.json", "samples_*.png", "learning_curves_*.png", "prediction_*.png")
+    old = ("eval_*.json", "samples_*.png", "learning_curves_*.png", "prediction_*.png",
+           "confusion_*.png")
     for path in [checkpoint, *map(Path(folder).joinpath, RUN_FILES),
                  *(p for pattern in old for p in Path(folder).glob(pattern))]:
         path.unlink(missing_ok=True)

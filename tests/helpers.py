@@ -7,7 +7,6 @@ from pathlib import Path
 
 import main
 import model
-from segm import runs
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES = ["--canvas", "16", "--digit_size", "8", "--batch_size", "8", "--eval_images", "16",

@@ -1,6 +1,5 @@
 """configurator.py: flags over the defaults, and every bad value refused in one sentence."""
 import time
-from pathlib import Path
 
 import pytest
 

@@ -212,7 +212,6 @@ def test_bad_split_and_sizes(tmp_path):
 # ---------------------------------------------------------------- through main.py
 
 def test_hostile_data_ends_in_one_sentence_and_runs_nothing(tmp_path, capsys):
-    import main
     from helpers import call_main, one_sentence
     root = tiny_data(tmp_path / "data")
     rewrite_cifar(root, "data_batch_1", Hostile(tmp_path / "pwned"))

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from segm import distributed, pipeline
+import load_data
 import main
 import model
-from segm import runs
 from helpers import call_main, run_main, says
 
 # Keras' own tensor-to-numpy conversion warns under numpy 2; nothing of ours to fix.
@@ -121,7 +121,7 @@ def test_two_devices_follow_the_one_device_trajectory(tmp_path, capsys):
 def test_worker_streams_together_hold_each_global_batch():
     # 2 workers x 2 local replicas: at every step the four slices, in replica
     # order, are the global batch a single device trains on.
-    datagen = main.make_datagen(main.parse_config(TINY))
+    datagen = load_data.make_datagen(main.parse_config(TINY))
     single = list(pipeline.make_dataset(datagen, 8, start_step=3).take(2).as_numpy_iterator())
     workers = [list(pipeline.make_dataset(datagen, 8, 3, (first, 2, 4)).take(4).as_numpy_iterator())
                for first in (0, 2)]

@@ -318,7 +318,6 @@ def test_a_folder_run_records_its_split_and_counts_every_test_pixel(folder_run):
 
 def test_best_keras_holds_the_interval_best_on_validation(folder_run):
     import csv
-    from segm import runs
     _, out, _ = folder_run
     with open(out / "log.csv") as f:
         rows = list(csv.DictReader(f))
@@ -345,7 +344,6 @@ def test_evaluate_uses_the_recorded_split_and_says_which_model(folder_run, capsy
 
 @pytest.mark.slow
 def test_export_serves_the_same_outputs_without_project_code(folder_run, tmp_path, capsys):
-    from segm import runs
     _, out, _ = folder_run
     status, stdout, err = call_main(capsys, "--export", tmp_path / "served", "--out_dir", out)
     assert status == 0 and "tf.saved_model.load" in stdout, err

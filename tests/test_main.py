@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from segm import distributed
+import load_data
 import main
 import model
 from segm import metrics
-from segm import runs
 from test_load_data import write_cifar, write_mnist
 
 # Keras' own tensor-to-numpy conversion warns under numpy 2; nothing of ours to fix.
@@ -44,7 +44,7 @@ class PoisonedData:
 def test_nan_guard_keeps_the_run_alive(tmp_path):
     cfg = main.parse_config(TINY + ["--steps", "8", "--eval_every", "4",
                                     "--out_dir", str(tmp_path)])
-    datagen = main.make_datagen(cfg)
+    datagen = load_data.make_datagen(cfg)
     valid = datagen.test_set(8)
     strategy, _ = distributed.make_strategy(cfg.strategy)
     net, _, _ = main.train(cfg, strategy, PoisonedData(datagen, bad_step=5), valid)

@@ -35,6 +35,7 @@ def test_binary_metrics_match_hand_counts():
     assert scores["miou"] == pytest.approx((5 / 7 + 2 / 4) / 2)
     assert scores["pixel_accuracy"] == pytest.approx(7 / 9)
     assert scores["n_images"] == 1
+    assert scores["confusion"] == [[5, 1], [1, 2]]  # rows truth: 5 + 1 background, 1 + 2 digit
 
 
 def test_metrics_aggregate_over_the_dataset_not_per_batch():

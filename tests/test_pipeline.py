@@ -2,7 +2,6 @@
 data that cannot train is refused before any work."""
 import numpy as np
 import pytest
-from PIL import Image
 
 from helpers import SHAPES, call_main, one_sentence
 from segm import folders, pipeline

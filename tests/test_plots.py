@@ -1,4 +1,5 @@
 """plots.py: every picture is a whole PNG of the expected size, drawn without pyplot."""
+import json
 import os
 import subprocess
 import sys
@@ -112,3 +113,15 @@ def test_error_title_counts_foreground_and_right_classes_by_hand():
     binary = np.where(mask == 255, 255, mask > 0)  # two classes: the IoU alone
     assert plots.error_title(binary, (pred > 0).astype(int), 2) == "errors (IoU 0.75)"
     assert plots.error_title(np.zeros((2, 2), int), np.zeros((2, 2), int), 11) == "errors"
+
+
+def test_the_confusion_picture_is_drawn_from_the_runs_matrix(tmp_path, capsys):
+    from helpers import TINY, call_main
+    status, _, err = call_main(capsys, *TINY, "--num_classes", "11", "--steps", "2",
+                               "--out_dir", tmp_path / "run")
+    assert status == 0, err
+    scores = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    cm = np.array(scores["confusion"])
+    assert cm.shape == (11, 11) and cm.sum(1).tolist() == scores["class_pixels"]
+    picture = Image.open(tmp_path / "run" / "confusion_fcn.png")
+    assert picture.size == (750, 650)

@@ -81,7 +81,7 @@ def test_predict_refuses_what_is_not_a_usable_picture(finished_run, tmp_path, ca
     folder = tmp_path / "folder.png"
     folder.mkdir()
     cases = [(junk, 1, "not a readable image"), (truncated, 1, "not a readable image"),
-             (huge, 1, "shrink it first"), (folder, 2, "is a folder"),
+             (huge, 1, "shrink it first"), (folder, 2, "holds no files"),
              (tmp_path / "missing.png", 2, "does not exist")]
     before = snapshot(finished_run)
     for path, code, words in cases:
@@ -132,3 +132,33 @@ def test_tiling_adds_no_seams():
     pred, tiles = predict.segment_tiled(model, pixels, batch_size=4)
     assert pred.shape == (37, 50) and tiles > 1
     np.testing.assert_array_equal(pred, logits.argmax(-1))
+
+
+def test_a_folder_in_gives_a_mask_and_an_overlay_per_picture_out(run_copy, tmp_path, capsys):
+    from PIL import Image
+    import model
+    rng = np.random.default_rng(4)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    sizes = {}
+    for i in range(19):  # mixed sizes, smaller and larger than the 16-pixel canvas
+        size = (int(rng.integers(9, 40)), int(rng.integers(9, 40)))
+        sizes[f"p{i:02d}"] = size
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(
+            photos / f"p{i:02d}.{'png' if i % 2 else 'jpg'}")
+    (photos / "notes.txt").write_text("not a picture")
+    status, out, err = call_main(capsys, "--predict", photos, "--out_dir", run_copy)
+    assert status == 0, err
+    folder = run_copy / "predictions"
+    masks = sorted(p for p in folder.glob("p??.png"))
+    assert len(masks) == 19 and len(list(folder.glob("*_overlay.png"))) == 19
+    assert "segmented 19 pictures" in out and "notes.txt" in out and str(folder) in out
+    net = model.load_model(run_copy / "model.keras")
+    for path in masks[:3]:
+        mask = Image.open(path)
+        assert mask.mode == "P" and mask.size[::-1] == sizes[path.stem]
+        pixels = predict.readers.read_image(next(photos.glob(f"{path.stem}.*")), 10**6)
+        expected = next(predict.segment_many(net, [pixels], 8))
+        np.testing.assert_array_equal(np.asarray(mask), expected)
+    status, out, err = call_main(capsys, "--predict", photos, "--out_dir", run_copy)
+    assert status == 0 and (run_copy / "predictions2").is_dir()  # nothing is overwritten

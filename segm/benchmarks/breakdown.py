@@ -71,7 +71,7 @@ def one_run(cfg, trio, folder):
     """{phase: seconds} of one default run, as main.py does it, without its start-up."""
     main, load_data, seconds = trio.main, trio.load_data, {}
     (gen, tests, valid), seconds["data: files read, test and validation sets drawn"] = timed(
-        lambda: (main.make_datagen(cfg), *_test_sets(main, cfg, load_data)))
+        lambda: (load_data.make_datagen(cfg), *_test_sets(main, cfg, load_data)))
     keras.utils.set_random_seed(cfg.seed)
     net = trio.model.build_model(cfg.model, cfg.num_classes, cfg.canvas, cfg.canvas)
     main.compile_model(net, cfg)
@@ -98,7 +98,7 @@ def one_run(cfg, trio, folder):
 
 
 def _test_sets(main, cfg, load_data):
-    tests = main.make_datagen(cfg, seed=cfg.test_seed)
+    tests = load_data.make_datagen(cfg, seed=cfg.test_seed)
     return (tests.test_set(cfg.eval_images),
             tests.test_set(min(load_data.VALID_IMAGES, cfg.eval_images), load_data.VALID_STREAM))
 
@@ -135,7 +135,7 @@ def run(args, trio):
     print(f"| **sum, as main.py runs it (compiled scoring)** | **{whole:.1f}** |\n")
 
     peak = peak_gflops(args.repeats * 5)
-    gen = main.make_datagen(cfg)
+    gen = trio.load_data.make_datagen(cfg)
     batch = gen.sample(cfg.batch_size, step=0)
     print(f"Training step against the peak: a float32 {MATMUL_SIDE}x{MATMUL_SIDE} matmul "
           f"runs at {peak:.0f} GFLOP/s here. A step's FLOPs are taken as 3x the forward "

@@ -20,7 +20,7 @@ def time_generator(gen, batch_size=64, batches=500, repeats=7):
 def run(args, trio):
     """The generator's speed at main.py's defaults, on the data main.py would use."""
     main = trio.main
-    gen = main.make_datagen(main.parse_config(["--data_dir", args.data_dir] if args.data_dir
+    gen = trio.load_data.make_datagen(main.parse_config(["--data_dir", args.data_dir] if args.data_dir
                                               else []))
     print(f"data: {gen.describe()}")
     wall, cpu = time_generator(gen, main.BATCH_SIZE, args.batches, args.repeats)

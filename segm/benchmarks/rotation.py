@@ -147,7 +147,8 @@ def confusions(folder, config, angles, trio):
             cfg = turned_config(folder, angle, main)
             with contextlib.redirect_stdout(io.StringIO()):  # its notes on the turned digits
                 configurator.adopt_saved_settings(cfg, config, "evaluate", main.HYPERPARAMETERS)
-            images, masks = main.make_datagen(cfg, seed=cfg.test_seed).test_set(cfg.eval_images)
+            tests = trio.load_data.make_datagen(cfg, seed=cfg.test_seed)
+            images, masks = tests.test_set(cfg.eval_images)
             cm, _ = metrics.confusion_matrix(trained, images, masks, cfg.num_classes,
                                              cfg.batch_size)
             with files.FolderLock(folder):

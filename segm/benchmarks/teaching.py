@@ -20,7 +20,7 @@ def run(args, trio):
     # The regions picture first: the one that reads data, so a wrong --data_dir stops
     # the command before any picture is written.
     for path, draw in ((out / "regions_example.png",
-                        lambda: plot_regions(args.data_dir, trio.main)),
+                        lambda: plot_regions(args.data_dir, trio)),
                        (out / "laplacian_eigenvectors.png", plot_eigenvectors),
                        (out / "chebyshev_response.png",
                         lambda: plot_chebyshev(args.checkpoint, trio.model.ChebConv)),
@@ -29,14 +29,14 @@ def run(args, trio):
         print(f"wrote {path}")
 
 
-def plot_regions(data_dir, main, searched=500, typical=2, worst=2):
+def plot_regions(data_dir, trio, searched=500, typical=2, worst=2):
     """SLIC regions of test images and their ceiling: each region painted with its pixels'
     majority class, as a perfect region classifier would; the first test images, then the
-    worst ceilings among the first `searched`. main: main.py, for its data settings."""
+    worst ceilings among the first `searched`, on the data main.py's defaults describe."""
     from segm import regions
     from skimage.segmentation import mark_boundaries
-    cfg = main.parse_config(["--data_dir", data_dir] if data_dir else [])
-    images, masks = main.make_datagen(cfg, seed=cfg.test_seed).test_set(searched)
+    cfg = trio.main.parse_config(["--data_dir", data_dir] if data_dir else [])
+    images, masks = trio.load_data.make_datagen(cfg, seed=cfg.test_seed).test_set(searched)
     labels = [regions.superpixels(image) for image in images]
     painted = [regions.paint(lab, regions.majority_labels(lab, mask, 2))
                for lab, mask in zip(labels, masks)]

@@ -1,11 +1,11 @@
 """Train, evaluate and apply a segmentation model on MNIST digits over CIFAR-10 photos,
 or on a folder of your own images and masks.
 
-    python main.py                          train, score on the test set, pictures in im/
+    python main.py                          train into im/train (then train2, ...); look in im/
     python main.py --model dgcn --steps 1000   every constant below is a lower-case flag
-    python main.py --data_dir my_pictures   train on images/ and masks/ (see folders.py)
-    python main.py --resume                 continue an interrupted run in --out_dir
-    python main.py --evaluate               score the run in --out_dir again, with its own data
+    python main.py --data_dir my_pictures   train on images/ and masks/ (see segm/folders.py)
+    python main.py --resume                 continue the latest run (or --out_dir's)
+    python main.py --evaluate               score the latest run again, with its own data
     python main.py --predict photos/        segment a picture, or a folder of them: mask files
     python main.py --export served/         the run's model as a TensorFlow SavedModel
 """

@@ -341,13 +341,15 @@ def run_prediction(cfg):
 
 
 def run_export(cfg):
-    """The run's model as a TensorFlow SavedModel in a new folder, served with no project code."""
+    """The run's model in a new folder, served with no project code (a SavedModel, or ONNX)."""
     model = model_lib.load_model(cfg.checkpoint)
     print(f"exporting {runs.describe_checkpoint(cfg.checkpoint)}")
-    checkpoints.export(model, cfg.export)
-    print(f"wrote {cfg.export}: call it with tf.saved_model.load({str(cfg.export)!r}).serve(x), "
-          f"x float32 images in [-1, 1] of shape (batch, {model.input_shape[1]}, "
-          f"{model.input_shape[2]}, 3); it returns logits (batch, H, W, {model.output_shape[-1]})")
+    checkpoints.export(model, cfg.export, cfg.format)
+    call = ("onnxruntime.InferenceSession(" + repr(str(cfg.export / "model.onnx")) + ").run"
+            if cfg.format == "onnx" else f"tf.saved_model.load({str(cfg.export)!r}).serve")
+    print(f"wrote {cfg.export}: call it with {call} on float32 images in [-1, 1] of shape "
+          f"(batch, {model.input_shape[1]}, {model.input_shape[2]}, 3); it returns logits "
+          f"(batch, H, W, {model.output_shape[-1]})")
 
 
 def main(argv=None):

@@ -1,9 +1,14 @@
 """Models on disk: a checkpoint written whole at every interval, best.keras, SavedModel export."""
+import importlib.util
 import shutil
+import warnings
 from pathlib import Path
+
+import numpy as np
 
 from segm import files
 from segm.errors import FileError, UsageError
+from segm.pyramid_layers import GraphPool, GraphUnpool, PyramidChebConv
 from segm.region_layers import RegionGraph
 from segm.runs import BEST, best_logged, interrupts_deferred
 from segm.tf_quiet import keras
@@ -15,24 +20,48 @@ def save_model(model, path):
         model.save(tmp)
 
 
-def export(model, folder):
-    """model.export (Keras) as a TensorFlow SavedModel at folder, which appears whole or not
-    at all: written beside it under a temporary name, then renamed."""
+def export(model, folder, format="savedmodel"):
+    """model.export (Keras) into a new folder: a TensorFlow SavedModel, or model.onnx in it.
+    The folder appears whole or not at all: written beside it under a temporary name,
+    then renamed."""
     if any(isinstance(layer, RegionGraph) for layer in model.layers):
         raise UsageError(f"{model.name} cannot be exported: it builds its region graphs with "
-                         f"numpy (SLIC) inside the model, which a SavedModel cannot hold; serve "
-                         f"its .keras file with model.py instead")
+                         f"numpy (SLIC) inside the model, which an exported model cannot hold; "
+                         f"serve its .keras file with model.py instead")
+    if format == "onnx":
+        check_onnx(model)
     folder = Path(folder)
     temporary = folder.with_name(f".{folder.name}.partial")
     shutil.rmtree(temporary, ignore_errors=True)  # a leftover of an export that was killed
     try:
-        model.export(str(temporary), verbose=False)
+        if format == "onnx":
+            temporary.mkdir()
+            model(np.zeros((1, *model.input_shape[1:]), np.float32))  # Keras exports called models
+            with warnings.catch_warnings():  # Keras's tf2onnx patch asks numpy for np.object
+                warnings.filterwarnings("ignore", category=FutureWarning, module="keras")
+                model.export(str(temporary / "model.onnx"), format="onnx", verbose=False)
+        else:
+            model.export(str(temporary), verbose=False)
         temporary.rename(folder)
     except OSError as e:
         raise FileError(f"could not write {folder} ({e.strerror or e}); free some space "
-                              f"or choose another --export folder") from None
+                        f"or choose another --export folder") from None
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
+
+
+def check_onnx(model):
+    """UsageError unless the model's ops convert to ONNX and tf2onnx is installed."""
+    sparse = next((layer for layer in model.layers if isinstance(
+        layer, (PyramidChebConv, GraphPool, GraphUnpool)) or getattr(layer, "stencil", True)
+        is False), None)
+    if sparse is not None:
+        raise UsageError(f"{model.name} cannot be exported to ONNX: its {type(sparse).__name__} "
+                         f"layers multiply by a sparse matrix (TensorFlow's SparseMatrixMatMul), "
+                         f"which has no ONNX operator; export it as a SavedModel (no --format)")
+    if not all(importlib.util.find_spec(name) for name in ("tf2onnx", "onnx")):
+        raise UsageError("--format onnx needs tf2onnx and onnx; install them with "
+                         "`pip install -r requirements-onnx.txt`")
 
 
 class RunWriter(keras.callbacks.Callback):

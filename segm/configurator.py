@@ -10,6 +10,8 @@ from types import SimpleNamespace
 from segm import folders, memory, runs
 from segm.errors import DataError, UsageError
 
+EXPORT_FORMATS = ("savedmodel", "onnx")  # --export's; ONNX needs requirements-onnx.txt
+
 POSITIVE = ("batch_size", "steps", "eval_every", "eval_images", "canvas", "digit_size",
             "digits_per_image", "sample_rows", "learning_rate", "digit_scale_min",
             "worker_timeout")
@@ -79,7 +81,10 @@ def parse_config(argv, defaults, choices, description, comments=None):
     parser.add_argument("--evaluate", action="store_true", help="score the latest run's model again, on its own test data")
     parser.add_argument("--predict", metavar="IMAGE", help="segment a PNG/JPEG with a saved model")
     parser.add_argument("--export", metavar="DIR", type=Path,
-                        help="write the saved model as a TensorFlow SavedModel to a new folder")
+                        help="write the run's model to a new folder, as --format says")
+    parser.add_argument("--format", choices=EXPORT_FORMATS, default="savedmodel",
+                        help="--export's format: a TensorFlow SavedModel, or ONNX (model.onnx; "
+                             "pip install -r requirements-onnx.txt)")
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         flag = unknown[0].split("=")[0]
@@ -98,6 +103,8 @@ def check_config(cfg):
     modes = [f"--{m}" for m in MODES if getattr(cfg, m)]
     if len(modes) > 1:
         raise UsageError(f"{' and '.join(modes)} exclude each other; give one of them")
+    if cfg.format != "savedmodel" and not cfg.export:
+        raise UsageError("--format chooses --export's format; give --export DIR with it")
     own = bool(cfg.data_dir) and folders.is_folder(cfg.data_dir)  # images/ and masks/
     for name, allowed in cfg.choices.items():
         if name == "num_classes" and own:  # your own masks: 0..K-1, and 255 unlabelled

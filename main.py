@@ -77,14 +77,6 @@ def parse_config(argv=None):
                                      configurator.comments_beside(__file__))
 
 
-# ---- data -------------------------------------------------------------------
-
-def settings_of(cfg):
-    """The config as JSON-ready values: what config.json records."""
-    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()
-            if k in HYPERPARAMETERS}
-
-
 # ---- training -----------------------------------------------------------------
 
 def compile_model(model, cfg):
@@ -103,17 +95,12 @@ def compile_model(model, cfg):
     model.compile(optimizer, loss, metrics=tracked)
 
 
-def train(cfg, strategy, datagen, valid, finished=False):
+def fit(cfg, strategy, datagen, valid, finished=False):
     """Fit (or resume) the model; returns it, the training time and the steps it took."""
     with strategy.scope():
         if cfg.resume:
             model = model_lib.load_model(cfg.checkpoint)
-            saved = {"model": model.name, "num_classes": model.output_shape[-1],
-                     "canvas": model.input_shape[1]}
-            for name, value in saved.items():
-                if getattr(cfg, name) != value:
-                    raise UsageError(f"{cfg.checkpoint} holds a run with --{name} {value}; "
-                                     f"resume it with --{name} {value}")
+            runs.check_same_model(cfg, model.name, model.output_shape[-1], model.input_shape[1])
         else:
             keras.utils.set_random_seed(cfg.seed)
             model = model_lib.build_model(cfg.model, cfg.num_classes, cfg.canvas, cfg.canvas)
@@ -124,15 +111,9 @@ def train(cfg, strategy, datagen, valid, finished=False):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.synchronized = strategy.num_replicas_in_sync > 1
     start = int(model.optimizer.iterations.numpy())
-    if start >= cfg.steps and (finished or start > cfg.steps):
-        raise UsageError(f"{cfg.checkpoint} has already trained {start} steps; pass a larger "
-                         f"--steps to train on")
-    if start == cfg.steps:  # interrupted while scoring: score it now
+    if runs.check_resumable(cfg, start, finished):  # interrupted while scoring: score it now
         print(f"{cfg.checkpoint} has trained all {start} steps; scoring it")
         return model, 0.0, 0
-    if start % cfg.eval_every:
-        raise UsageError(f"{cfg.checkpoint} stopped at step {start}, not a multiple of "
-                         f"--eval_every {cfg.eval_every}; resume with the run's --eval_every")
     if start:
         # The optimizer, its learning-rate schedule included, comes back as saved.
         print(f"resuming {cfg.checkpoint} ({model.name}) at step {start}")
@@ -169,24 +150,9 @@ def train(cfg, strategy, datagen, valid, finished=False):
 
 # ---- the three modes --------------------------------------------------------------
 
-def refuse_to_replace(cfg):
-    """The run folder's state; a run or model already there is kept unless the flags say."""
-    state = runs.state(cfg.out_dir) if cfg.out_dir else None  # None: a new folder, not yet made
-    if state and not (cfg.resume or cfg.overwrite):
-        what = ("continue it with --resume" if state == "interrupted" else
-                "train it further with --resume --steps N")
-        raise UsageError(f"{cfg.out_dir} holds {'an' if state == 'interrupted' else 'a'} "
-                         f"{state} run; {what}, replace it with "
-                         f"--overwrite, or choose another --out_dir")
-    if cfg.checkpoint and cfg.checkpoint.exists() and not (cfg.resume or cfg.overwrite):
-        raise UsageError(f"{cfg.checkpoint} already holds a model; continue it with --resume, "
-                         f"replace it with --overwrite, or choose another --checkpoint")
-    return state
-
-
 def run_training(cfg):
     """Train, score on the fixed test set, and write the pictures."""
-    state = refuse_to_replace(cfg)
+    state = runs.refuse_to_replace(cfg)
     saved = {}
     if cfg.resume:
         saved = runs.saved_config(cfg.checkpoint) or {}
@@ -208,7 +174,7 @@ def run_training(cfg):
     if cfg.out_dir is None and cfg.chief:  # the data is found: now the new run takes its folder
         cfg.out_dir = runs.claim()
         cfg.checkpoint = cfg.checkpoint or cfg.out_dir / "model.keras"
-    settings = settings_of(cfg)
+    settings = runs.settings_of(cfg, HYPERPARAMETERS)
     shown = {k: v for k, v in settings.items()  # a folder has no digits to set
              if not (datagen.source == "folder" and k.startswith("digit"))}
     print(f"run: {cfg.out_dir}" if cfg.chief else "run: a worker's share (the chief writes)")
@@ -217,7 +183,7 @@ def run_training(cfg):
     # Only the chief writes, so only the chief holds the folder (a worker may share it).
     with files.FolderLock(cfg.out_dir) if cfg.chief else contextlib.nullcontext():
         if cfg.chief:  # again, holding the folder: another run may have finished here since
-            refuse_to_replace(cfg)
+            runs.refuse_to_replace(cfg)
         if cfg.overwrite:
             runs.clear(cfg.out_dir, cfg.checkpoint)
         return _train_and_score(cfg, strategy, datagen, settings, finished=state == "finished")
@@ -238,7 +204,7 @@ def _train_and_score(cfg, strategy, datagen, settings, finished):
         test_images, test_masks = tests.test_set(cfg.eval_images)
         valid = tests.test_set(min(load_data.VALID_IMAGES, cfg.eval_images),
                                load_data.VALID_STREAM)
-    model, seconds, trained = train(cfg, strategy, datagen, valid, finished)
+    model, seconds, trained = fit(cfg, strategy, datagen, valid, finished)
     if not cfg.chief:
         print("this worker's part is done; the chief scores the model and writes the results")
         return None
@@ -350,6 +316,36 @@ def run_export(cfg):
     print(f"wrote {cfg.export}: call it with {call} on float32 images in [-1, 1] of shape "
           f"(batch, {model.input_shape[1]}, {model.input_shape[2]}, 3); it returns logits "
           f"(batch, H, W, {model.output_shape[-1]})")
+
+
+# ---- from Python, as in a notebook: the same work, its results returned, errors raised --
+
+def flags(**settings):
+    """Keyword arguments named like the constants above, as the command line's flags."""
+    return [f"--{name}" if value is True else f"--no-{name}" if value is False else
+            f"--{name}={value}" for name, value in settings.items()
+            if value is not None and (value is not False or name in HYPERPARAMETERS)]
+
+
+def train(**settings):
+    """Train as `python main.py` does: train(model="dgcn", steps=1000) -> (the run folder,
+    its test-set scores). Exceptions, not exit statuses; no signal handler is installed."""
+    cfg = parse_config(flags(**settings))
+    scores = run_training(cfg)
+    return cfg.out_dir, scores
+
+
+def evaluate(run=None, **settings):
+    """A run's scores (its folder; None: the latest) on its own test data, or as flags say."""
+    return run_evaluation(parse_config(["--evaluate", *flags(out_dir=run, **settings)]))
+
+
+def segment(pictures, run=None, batch_size=BATCH_SIZE):
+    """The (H, W) class-index masks of pictures ((H, W, 3) uint8 arrays of any size) by a run's
+    model (its folder; None: the latest), as --predict makes them."""
+    cfg = parse_config(["--evaluate", *flags(out_dir=run)])
+    net = model_lib.load_model(cfg.checkpoint)
+    return list(predict.segment_many(net, pictures, batch_size))
 
 
 def main(argv=None):

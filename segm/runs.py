@@ -185,3 +185,45 @@ def evaluation_path(cfg, saved, datagen, data_settings):
     which = "" if cfg.checkpoint.name == "model.keras" else f"_{cfg.checkpoint.stem}"
     return cfg.out_dir / (f"eval_{data}_{cfg.eval_images}_images_seed{cfg.test_seed}{other}"
                           f"{which}.json")
+
+
+# ---- what a run's flags may do to its folder
+
+def refuse_to_replace(cfg):
+    """The run folder's state; a run or model already there is kept unless the flags say."""
+    held = state(cfg.out_dir) if cfg.out_dir else None  # None: a new folder, not yet made
+    if held and not (cfg.resume or cfg.overwrite):
+        what = ("continue it with --resume" if held == "interrupted" else
+                "train it further with --resume --steps N")
+        raise UsageError(f"{cfg.out_dir} holds {'an' if held == 'interrupted' else 'a'} "
+                         f"{held} run; {what}, replace it with --overwrite, or choose another "
+                         f"--out_dir")
+    if cfg.checkpoint and cfg.checkpoint.exists() and not (cfg.resume or cfg.overwrite):
+        raise UsageError(f"{cfg.checkpoint} already holds a model; continue it with --resume, "
+                         f"replace it with --overwrite, or choose another --checkpoint")
+    return held
+
+
+def check_resumable(cfg, start, finished):
+    """UsageError unless a checkpoint at step `start` can train on to --steps; True if it
+    has trained them all already (a run interrupted while it was being scored)."""
+    if start >= cfg.steps and (finished or start > cfg.steps):
+        raise UsageError(f"{cfg.checkpoint} has already trained {start} steps; pass a larger "
+                         f"--steps to train on")
+    if start % cfg.eval_every and start != cfg.steps:
+        raise UsageError(f"{cfg.checkpoint} stopped at step {start}, not a multiple of "
+                         f"--eval_every {cfg.eval_every}; resume with the run's --eval_every")
+    return start == cfg.steps
+
+
+def check_same_model(cfg, model, num_classes, canvas):
+    """UsageError unless --resume's flags describe the model its checkpoint holds."""
+    for name, value in {"model": model, "num_classes": num_classes, "canvas": canvas}.items():
+        if getattr(cfg, name) != value:
+            raise UsageError(f"{cfg.checkpoint} holds a run with --{name} {value}; "
+                             f"resume it with --{name} {value}")
+
+
+def settings_of(cfg, names):
+    """The config's settings among names as JSON-ready values: what config.json records."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items() if k in names}

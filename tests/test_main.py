@@ -47,7 +47,7 @@ def test_nan_guard_keeps_the_run_alive(tmp_path):
     datagen = load_data.make_datagen(cfg)
     valid = datagen.test_set(8)
     strategy, _ = distributed.make_strategy(cfg.strategy)
-    net, _, _ = main.train(cfg, strategy, PoisonedData(datagen, bad_step=5), valid)
+    net, _, _ = main.fit(cfg, strategy, PoisonedData(datagen, bad_step=5), valid)
     assert all(np.isfinite(w).all() for w in net.get_weights())
     assert int(net.optimizer.iterations.numpy()) == 4  # back to the last good interval
     scores = metrics.score(net, *valid, cfg.num_classes)

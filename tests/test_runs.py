@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -106,3 +107,27 @@ def test_a_fresh_clone_runs_edits_a_constant_runs_again_and_stays_clean(tmp_path
     assert (clone / "im" / "samples_fcn.png").is_file()
     assert not (clone / "im" / "samples_unet.png").exists()  # im/ shows the latest run
     assert git("status", "--porcelain") == " M main.py\n"
+
+
+def test_the_readmes_notebook_lines_run_and_return_scores_and_masks(tmp_path, capsys):
+    import signal
+    import numpy as np
+    readme = (ROOT / "README.md").read_text()
+    code = readme.split("## From Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    handler = signal.getsignal(signal.SIGTERM)
+    found = {}
+    exec(code, found)  # in this test's own folder, so the run is im/train here
+    assert signal.getsignal(signal.SIGTERM) is handler  # a notebook's handlers are left alone
+    assert found["run"] == Path("im") / "train" and (tmp_path / "im" / "train").is_dir()
+    assert 0 <= found["scores"]["fg_iou"] <= 1 and found["scores"]["n_images"] == 500
+    masks = found["masks"]
+    assert len(masks) == 1 and masks[0].shape == (48, 64)
+    assert np.issubdtype(masks[0].dtype, np.integer)
+
+
+def test_the_functions_raise_instead_of_exiting(tmp_path):
+    import main
+    with pytest.raises(UsageError, match="--steps must be positive"):
+        main.train(steps=0)
+    with pytest.raises(UsageError, match="holds no run yet"):
+        main.evaluate()

@@ -26,8 +26,8 @@ def export(model, folder, format="savedmodel"):
     then renamed."""
     if any(isinstance(layer, RegionGraph) for layer in model.layers):
         raise UsageError(f"{model.name} cannot be exported: it builds its region graphs with "
-                         f"numpy (SLIC) inside the model, which an exported model cannot hold; "
-                         f"serve its .keras file with model.py instead")
+                         f"numpy (SLIC) inside the model, which neither a SavedModel nor ONNX can "
+                         f"hold; serve its .keras file with model.py instead")
     if format == "onnx":
         check_onnx(model)
     folder = Path(folder)

@@ -64,6 +64,13 @@ def test_running_again_makes_a_new_run_and_the_modes_take_the_latest(tmp_path, c
     assert status == 0 and "resuming im/train2/model.keras" in out, err
     assert json.loads((tmp_path / "im" / "train2" / "config.json").read_text())["steps"] == 4
     assert json.loads((tmp_path / "im" / "train" / "config.json").read_text())["steps"] == 2
+    before = sorted((tmp_path / "im" / "train").iterdir())
+    status, out, err = call_main(capsys, "--source", "synthetic", *SIZES, "--model", "fcn",
+                                 "--overwrite")  # the latest run, replaced; the first kept
+    assert status == 0 and "run: im/train2\n" in out, err
+    assert json.loads((tmp_path / "im" / "train2" / "config.json").read_text())["steps"] == 2
+    assert sorted((tmp_path / "im" / "train").iterdir()) == before
+    assert not (tmp_path / "im" / "train3").exists()
 
 
 def test_a_new_run_with_bad_data_leaves_no_folder(tmp_path, capsys):

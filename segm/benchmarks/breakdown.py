@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segm import checkpoints, metrics, pipeline, predict
+from segm import checkpoints, metrics, pipeline, predict, readers
 from segm.benchmarks.common import command_line
 from segm.tf_quiet import keras, tf
 
@@ -70,6 +70,7 @@ def peak_gflops(repeats):
 def one_run(cfg, trio, folder):
     """{phase: seconds} of one default run, as main.py does it, without its start-up."""
     main, load_data, seconds = trio.main, trio.load_data, {}
+    readers.load_real_cached.cache_clear()  # each run reads the files, as a new process does
     (gen, tests, valid), seconds["data: files read, test and validation sets drawn"] = timed(
         lambda: (load_data.make_datagen(cfg), *_test_sets(main, cfg, load_data)))
     keras.utils.set_random_seed(cfg.seed)

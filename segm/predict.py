@@ -171,8 +171,11 @@ def palette(num_classes):
 
 
 def overlay(pixels, pred, num_classes):
-    """(H, W, 3) uint8: the picture, with every pixel not background half its class colour."""
-    colours = np.round(plots.class_colours(num_classes) * 255)[pred]        # (H, W, 3)
+    """(H, W, 3) uint8: the picture, with every pixel not background half its class colour
+    (for two classes red, since the mask's white would vanish on a bright stroke)."""
+    table = plots.class_colours(num_classes) if num_classes > 2 else np.array([(0, 0, 0),
+                                                                              (1.0, 0.1, 0.1)])
+    colours = np.round(table * 255)[pred]                                 # (H, W, 3)
     shown = pixels.astype(np.float32)
     shown[pred > 0] = 0.5 * shown[pred > 0] + 0.5 * colours[pred > 0]
     return shown.astype(np.uint8)

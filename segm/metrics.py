@@ -20,7 +20,8 @@ def compiled(model, batch_size):
     passes = _COMPILED.setdefault(model, {})
     if batch_size not in passes:
         spec = tf.TensorSpec((batch_size, *model.input_shape[1:]), tf.float32)
-        passes[batch_size] = tf.function(lambda x: model(x, training=False),
+        held = weakref.ref(model)  # the pass must not keep its model alive, or neither goes
+        passes[batch_size] = tf.function(lambda x: held()(x, training=False),
                                          input_signature=[spec])
     return passes[batch_size]
 

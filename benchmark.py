@@ -136,19 +136,16 @@ def main(argv=None):
     sub.add_argument("--repeats", type=positive_int, default=20)
     sub.add_argument("--out_dir", type=Path, default=FIGURES)
     sub.set_defaults(run=folder.run)
-    sub = commands.add_parser("steps", help="training steps of models, interleaved")
-    sub.add_argument("--models", type=model_list, default=["gcn", "regions"])
-    sub.add_argument("--rounds", type=positive_int, default=8,
-                     help="each times 4 batches per model")
-    sub.add_argument("--data_dir", default="", help="MNIST/CIFAR-10 folder")
-    sub.set_defaults(run=steps.run)
-    sub = commands.add_parser("forward", help="forward passes of models, eager and "
-                              "compiled, interleaved")
-    sub.add_argument("--models", type=model_list, default=["unet", "gunet"])
-    sub.add_argument("--rounds", type=positive_int, default=8,
-                     help="each times 4 batches per model")
-    sub.add_argument("--data_dir", default="", help="MNIST/CIFAR-10 folder")
-    sub.set_defaults(run=forward.run)
+    for name, what, models, run in (
+            ("steps", "training steps of models, interleaved", ["gcn", "regions"], steps.run),
+            ("forward", "forward passes of models, eager and compiled, interleaved",
+             ["unet", "gunet"], forward.run)):
+        sub = commands.add_parser(name, help=what)
+        sub.add_argument("--models", type=model_list, default=models)
+        sub.add_argument("--rounds", type=positive_int, default=8,
+                         help="each times 4 batches per model")
+        sub.add_argument("--data_dir", default="", help="MNIST/CIFAR-10 folder")
+        sub.set_defaults(run=run)
     sub = commands.add_parser("breakdown", help="where one default run's time goes; each "
                               "model's GFLOP/s against the machine's peak")
     sub.add_argument("--models", type=model_list, default=["fcn", "unet", "dgcn", "gunet"])

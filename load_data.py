@@ -383,6 +383,14 @@ def make_datagen(cfg, seed=None, saved_split=None):
 
 
 
+def held_out_sets(cfg):
+    """(the fixed test set, the validation images): both drawn by TEST_SEED from the test
+    split, in their own streams, so training is watched on other scenes than it is scored on."""
+    tests = make_datagen(cfg, seed=cfg.test_seed)
+    return (tests.test_set(cfg.eval_images),
+            tests.test_set(min(VALID_IMAGES, cfg.eval_images), VALID_STREAM))
+
+
 # ---------------------------------------------------------------- picture
 
 def save_grid(gen, path, rows=4, cols=4):

@@ -200,10 +200,7 @@ def _train_and_score(cfg, strategy, datagen, settings, finished):
     if folder:  # your own pictures: whole, of any size, read one by one when scored
         valid = datagen.valid_set(load_data.VALID_IMAGES)
     else:
-        tests = load_data.make_datagen(cfg, seed=cfg.test_seed)  # which seed draws what: load_data
-        test_images, test_masks = tests.test_set(cfg.eval_images)
-        valid = tests.test_set(min(load_data.VALID_IMAGES, cfg.eval_images),
-                               load_data.VALID_STREAM)
+        (test_images, test_masks), valid = load_data.held_out_sets(cfg)
     model, seconds, trained = fit(cfg, strategy, datagen, valid, finished)
     if not cfg.chief:
         print("this worker's part is done; the chief scores the model and writes the results")

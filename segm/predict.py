@@ -165,9 +165,8 @@ def draw_samples(model, datagen, tests, scores, rows, batch_size, path):
 
 def palette(num_classes):
     """The plots' class colours as a PNG palette (768 values), unlabelled (IGNORE) grey."""
-    table = np.full((256, 3), 128, np.uint8)
-    table[:num_classes] = np.round(plots.class_colours(num_classes) * 255)
-    return table.ravel().tolist()
+    table = plots.colour_mask(np.arange(256), num_classes)               # (256, 3) in [0, 1]
+    return np.round(table * 255).astype(np.uint8).ravel().tolist()
 
 
 def overlay(pixels, pred, num_classes):

@@ -72,7 +72,7 @@ def one_run(cfg, trio, folder):
     main, load_data, seconds = trio.main, trio.load_data, {}
     readers.load_real_cached.cache_clear()  # each run reads the files, as a new process does
     (gen, tests, valid), seconds["data: files read, test and validation sets drawn"] = timed(
-        lambda: (load_data.make_datagen(cfg), *_test_sets(main, cfg, load_data)))
+        lambda: (load_data.make_datagen(cfg), *load_data.held_out_sets(cfg)))
     keras.utils.set_random_seed(cfg.seed)
     net = trio.model.build_model(cfg.model, cfg.num_classes, cfg.canvas, cfg.canvas)
     main.compile_model(net, cfg)
@@ -96,12 +96,6 @@ def one_run(cfg, trio, folder):
                              folder / "samples.png"),
         load_data.save_grid(gen, folder / "input_data.png")))
     return seconds
-
-
-def _test_sets(main, cfg, load_data):
-    tests = load_data.make_datagen(cfg, seed=cfg.test_seed)
-    return (tests.test_set(cfg.eval_images),
-            tests.test_set(min(load_data.VALID_IMAGES, cfg.eval_images), load_data.VALID_STREAM))
 
 
 def step_seconds(net, batch, repeats):

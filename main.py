@@ -125,16 +125,19 @@ def fit(cfg, strategy, datagen, valid, finished=False):
     callbacks = [NanGuard()] + ([writer] if writer else [])
     if cfg.tensorboard and cfg.chief:
         callbacks.append(keras.callbacks.TensorBoard(cfg.out_dir / "tensorboard"))
-    began, failures = time.perf_counter(), []
+    began, failures, prepare = time.perf_counter(), [], model_lib.graph_builder(model)
+
+    def batches(*replicas):  # all of them, or (first, local, total) for one worker
+        return pipeline.make_dataset(datagen, cfg.batch_size, start, replicas or (0, 1, 1),
+                                     failures, prepare)
     try:
         with pipeline.raised_as_themselves(failures):
             if cfg.strategy == "multiworker":
                 distributed.fit_multiworker(
-                    model, strategy, lambda *replicas: pipeline.make_dataset(
-                        datagen, cfg.batch_size, start, replicas, failures),
-                    valid, callbacks, cfg.steps, cfg.eval_every, start, cfg.batch_size)
+                    model, strategy, batches, valid, callbacks, cfg.steps, cfg.eval_every, start,
+                    cfg.batch_size)
             else:
-                model.fit(pipeline.make_dataset(datagen, cfg.batch_size, start, failures=failures),
+                model.fit(batches(),
                           epochs=cfg.steps // cfg.eval_every, steps_per_epoch=cfg.eval_every,
                           initial_epoch=start // cfg.eval_every, validation_data=valid,
                           validation_batch_size=cfg.batch_size, shuffle=False,

@@ -14,9 +14,10 @@ layer also has an exact stencil fast path made of dense ops (a fixed depthwise
 convolution, or conv2d for the directional layer); tests prove the two equal.
 
 Two more layer families live beneath, one file each: the Graclus pyramid of the
-graph U-Net (segm/pyramid_layers.py) and SLIC region graphs (segm/region_layers.py).
-Importing this file registers them all and the training loss, which lives here too,
-so a saved model loads with it alone (load_model).
+graph U-Net (segm/pyramid_layers.py) and SLIC region graphs (segm/region_layers.py),
+whose SplineConv reads each edge's geometry (segm/edge_geometry.py). Importing this
+file registers them all and the training loss (segm/losses.py), so a saved model loads
+with it alone (load_model).
 
 `python model.py [NAME ...]` prints the named models' summaries and every model's
 parameter count.
@@ -27,13 +28,15 @@ import zipfile
 import scipy.sparse as sp
 
 from segm.coordinates import PixelCoordinates
+from segm import losses
 from segm.errors import DataError
 from segm.graph_ops import chebyshev, depthwise, sparse_matmul
 from segm.graphs import (DIRECTIONS, check_connectivity, direction_adjacencies, gcn_propagation,
                          grid_stencil, rescaled_laplacian)
 from segm.pyramid_layers import GraphPool, GraphUnpool, PyramidChebConv
-from segm.readers import IGNORE
-from segm.region_layers import PaintRegions, RegionChebConv, RegionFeatures, RegionGraph
+from segm.edge_geometry import kernel_count
+from segm.region_layers import (PaintRegions, RegionChebConv, RegionFeatures, RegionGraph,
+                                SplineConv)
 from segm.tf_quiet import keras, tf
 
 
@@ -276,29 +279,59 @@ def hybrid(num_classes, height, width):
     return keras.Model(inputs, outputs, name="hybrid")
 
 
-def regions(num_classes, height, width):
-    """Chebyshev graph convolutions on SLIC region graphs (regions.py), painted back to pixels.
+def _region_model(name, graph, make_layer, num_classes, height, width):
+    """SLIC region graphs (regions.py) and 4 residual graph layers of 64 channels on their
+    nodes (segm/region_layers.py), painted back to pixels.
 
     About 227 nodes per 32x32 image instead of 1024. Features are regions.FEATURES,
-    standardised by batch norm. ChebConv (K=3), as in gunet: each layer weighs X, L~X and
-    T_2 X apart, so it can tell a region from its neighbours (a high-pass X - ÂX), which
-    a digit's stroke needs; GraphConv's one low-pass Â only averages them away.
-    Why a pixel loss trains regions: segm/region_layers.py.
+    standardised by batch norm. Why a pixel loss trains regions: segm/region_layers.py.
     """
     inputs = keras.Input((height, width, 3))
-    labels, rescaled = RegionGraph()(inputs)                          # (B, H, W), (N, N)
+    labels, matrix = graph(inputs)                                    # (B, H, W), sparse
     x = RegionFeatures()([inputs, labels])                            # (N, 9)
     x = keras.layers.Dense(64)(keras.layers.BatchNormalization(momentum=0.9)(x))
     for _ in range(4):
-        y = _bn_relu(RegionChebConv(64, 3, use_bias=False)([x, rescaled]))
-        x = keras.layers.Add()([x, y])                                # (N, 64)
+        x = keras.layers.Add()([x, _bn_relu(make_layer()([x, matrix]))])  # (N, 64)
     x = keras.layers.Dense(num_classes)(x)                            # (N, K)
     outputs = PaintRegions()([x, labels])                             # (B, H, W, K)
-    return keras.Model(inputs, outputs, name="regions")
+    return keras.Model(inputs, outputs, name=name)
+
+
+def regions(num_classes, height, width):
+    """Chebyshev filters (K=3) on region graphs: isotropic, they see no direction.
+
+    ChebConv, as in gunet: each layer weighs X, L~X and T_2 X apart, so it can tell a
+    region from its neighbours (a high-pass X - ÂX), which a digit's stroke needs;
+    GraphConv's one low-pass Â only averages them away.
+    """
+    return _region_model("regions", RegionGraph(), lambda: RegionChebConv(64, 3, use_bias=False),
+                         num_classes, height, width)
+
+
+REGION_RADIUS = 3.0  # pixels: see _spline_regions
+
+
+def _spline_regions(name, pseudo, size, num_classes, height, width):
+    graph = RegionGraph(pseudo=pseudo, size=size, radius=REGION_RADIUS)
+    kernels = kernel_count(pseudo, size)
+    return _region_model(name, graph, lambda: SplineConv(64, kernels, use_bias=False),
+                         num_classes, height, width)
+
+
+def regions_offset(num_classes, height, width):
+    """Spline convolutions on region graphs, weighing each neighbour by its centroid's offset
+    (dy, dx) on 3x3 knots (edge_geometry.py): they see direction, as dgcn does on the grid."""
+    return _spline_regions("regions_offset", "offset", 3, num_classes, height, width)
+
+
+def regions_distance(num_classes, height, width):
+    """As regions_offset, on the centroids' distance alone (3 knots): rotation invariant."""
+    return _spline_regions("regions_distance", "distance", 3, num_classes, height, width)
 
 
 BUILDERS = {"fcn": fcn, "unet": unet, "gcn": gcn, "cheb": cheb, "dgcn": dgcn, "hybrid": hybrid,
-            "gunet": gunet, "regions": regions}
+            "gunet": gunet, "regions": regions,
+            "regions_offset": regions_offset, "regions_distance": regions_distance}
 MODELS = tuple(BUILDERS)
 
 
@@ -310,6 +343,12 @@ def build_model(name, num_classes=2, height=32, width=32):
         raise ValueError(f"{name} pools twice, so height and width must be multiples of 4, "
                          f"got {height}x{width}.")
     return BUILDERS[name](num_classes, height, width)
+
+
+def graph_builder(model):
+    """A region model's RegionGraph.warm, for the input pipeline to build each batch's graphs
+    ahead of its step (pipeline.make_dataset's prepare); None for a model without one."""
+    return next((layer.warm for layer in model.layers if isinstance(layer, RegionGraph)), None)
 
 
 def load_model(path):
@@ -338,38 +377,7 @@ def parameter_table(num_classes=2, height=32, width=32):
     return "\n".join(rows)
 
 
-# -------------------------------------------------------------------------- loss
-
-@keras.saving.register_keras_serializable(package="segm")
-class SegmentationLoss(keras.losses.Loss):
-    """Pixel cross-entropy on logits plus a soft-Dice term on the digit classes."""
-
-    def __init__(self, num_classes=2, dice_weight=1.0, **kwargs):
-        super().__init__(**kwargs)
-        self.num_classes = num_classes
-        self.dice_weight = dice_weight
-
-    def call(self, y_true, y_pred):
-        y_true = keras.ops.cast(y_true, "int32")                      # (B, H, W)
-        # Unlabelled pixels (IGNORE) count in neither term. Dividing by the labelled
-        # share keeps a fully labelled image's loss bit for bit the plain mean.
-        labelled = keras.ops.cast(keras.ops.not_equal(y_true, IGNORE), y_pred.dtype)
-        share = keras.ops.maximum(keras.ops.mean(labelled, axis=(1, 2)), 1e-9)   # (B,)
-        ce = keras.losses.sparse_categorical_crossentropy(
-            y_true, y_pred, from_logits=True, ignore_class=IGNORE)
-        ce = keras.ops.mean(ce * labelled, axis=(1, 2)) / share       # (B,)
-        if not self.dice_weight:
-            return ce
-        probs = keras.ops.softmax(y_pred)[..., 1:] * labelled[..., None]  # (B, H, W, K-1)
-        truth = keras.ops.one_hot(y_true, self.num_classes)[..., 1:]  # IGNORE: all zeros
-        overlap = keras.ops.sum(probs * truth, axis=(1, 2, 3))
-        total = keras.ops.sum(probs + truth, axis=(1, 2, 3))
-        dice = (2 * overlap + 1) / (total + 1)  # +1: an image without digits scores 1, not 0/0
-        return ce + self.dice_weight * (1 - dice)
-
-    def get_config(self):
-        return {**super().get_config(), "num_classes": self.num_classes,
-                "dice_weight": self.dice_weight}
+SegmentationLoss = losses.SegmentationLoss  # the training loss; here, so a saved model loads
 
 
 if __name__ == "__main__":

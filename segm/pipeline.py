@@ -5,13 +5,16 @@ from segm.errors import DataError, FileError
 from segm.tf_quiet import tf
 
 
-def make_dataset(datagen, batch_size, start_step=0, replicas=(0, 1, 1), failures=None):
+def make_dataset(datagen, batch_size, start_step=0, replicas=(0, 1, 1), failures=None,
+                 prepare=None):
     """Training batches as a prefetched tf.data stream; batch k depends only on (SEED, k).
 
     replicas = (first, local, total) makes the stream of one worker of several:
     for each step, the slices of global batch k that its replicas first .. first +
     local - 1 of total train on, one after another. An error of ours met while making a
-    batch is appended to `failures`, for raised_as_themselves to raise.
+    batch is appended to `failures`, for raised_as_themselves to raise. prepare(images),
+    when given, runs on each batch here, ahead of its step and in parallel with training:
+    a region model's graphs are built there (model.graph_builder).
     """
     first, local, total = replicas
     share, c = batch_size // total, datagen.canvas
@@ -20,11 +23,14 @@ def make_dataset(datagen, batch_size, start_step=0, replicas=(0, 1, 1), failures
         step, replica = divmod(int(index), local)
         rows = slice((first + replica) * share, (first + replica + 1) * share)
         try:
-            return datagen.sample(batch_size, split="train", step=step, rows=rows)
+            images, masks = datagen.sample(batch_size, split="train", step=step, rows=rows)
         except (DataError, FileError) as error:  # TensorFlow would bury its sentence
             if failures is not None:
                 failures.append(error)
             raise
+        if prepare is not None:
+            prepare(images)
+        return images, masks
 
     # Indexing batches by step keeps the stream identical however often it is
     # restarted: on --resume, and when tf.distribute re-creates the iterator.

@@ -1,12 +1,15 @@
-"""Graph layers on SLIC region graphs, for the `regions` model (model.regions).
+"""Graph layers on SLIC region graphs, for the region models (model.regions and its kin).
 
 The nodes are superpixels (regions.py), a different graph for every image, so the
-graph is built inside the model, batch by batch, as the block-diagonal union of the
-batch's graphs (N nodes in all):
+graph is the block-diagonal union of the batch's graphs (N nodes in all). Each image's
+graph is built in numpy once, by the input pipeline ahead of its step (GraphCache), or
+by the model itself for images it has not seen (scoring, prediction):
 
-    RegionGraph       images -> each pixel's node (B, H, W), L~ (N, N) sparse; numpy
+    RegionGraph       images -> each pixel's node (B, H, W), and L~ (N, N) or the
+                      spline bases (K*N, N) of edge_geometry.py, sparse; numpy
     RegionFeatures    regions.region_features of every node, in TensorFlow: (N, 9)
     RegionChebConv    ChebConv with the batch's L~: (N, C) -> (N, units)
+    SplineConv        messages weighted by each edge's geometry: (N, C) -> (N, units)
     PaintRegions      each pixel takes its node's values: (N, K) -> (B, H, W, K)
 
 The loss is the pixels' (model.SegmentationLoss on the painted logits), so a region
@@ -18,57 +21,129 @@ more, and keeping a mixed region's doubt where a one-hot majority target would d
 it); the Dice term pushes the same way, though not exactly. Scored on pixels, the
 model compares with the ceiling and with every other model.
 """
-import numpy as np
-import scipy.sparse as sp
+import collections
+import hashlib
+import threading
 
-from segm import regions as region_graphs
+import numpy as np
+
+from segm import edge_geometry, regions as region_graphs
 from segm.graph_ops import chebyshev
 from segm.tf_quiet import keras, tf
+
+
+class GraphCache:
+    """A bounded, thread-safe memo of each image's graph, keyed by its bytes and settings.
+
+    The input pipeline fills it (RegionGraph.warm, on tf.data's threads) while the
+    previous step trains, and the step then only joins the batch's graphs. The same
+    function computes an entry either way, so warm and cold give the same graphs.
+    """
+
+    def __init__(self, capacity=2048):
+        self.capacity, self.entries, self.lock = capacity, collections.OrderedDict(), threading.Lock()
+
+    def get(self, key, compute):
+        with self.lock:
+            if key in self.entries:
+                self.entries.move_to_end(key)
+                return self.entries[key]
+        value = compute()  # outside the lock: the pipeline's threads build graphs in parallel
+        with self.lock:
+            self.entries[key] = value
+            while len(self.entries) > self.capacity:
+                self.entries.popitem(last=False)
+        return value
+
+
+CACHE = GraphCache()
 
 
 @keras.saving.register_keras_serializable(package="segm")
 class RegionGraph(keras.layers.Layer):
     """SLIC region graphs of a batch (regions.py): (B, H, W, 3) images -> (labels (B, H, W),
-    L~ (N, N)), N the batch's regions, as one block-diagonal graph (the disjoint union).
+    M sparse), N the batch's regions, as one block-diagonal graph (the disjoint union).
 
-    labels are regions.stacked: each pixel's node, numbered across the batch. L~ = L - I
-    (lmax = 2) is a tf.SparseTensor. SLIC is numpy (tf.numpy_function), not differentiable
-    and not XLA-compilable; the pixel values flow on through RegionFeatures.
+    labels are regions.stacked: each pixel's node, numbered across the batch. M is a
+    tf.SparseTensor: with pseudo=None L~ = L - I (N, N) (lmax = 2), for RegionChebConv;
+    with pseudo "offset" or "distance" the (K*N, N) spline bases of edge_geometry.py on
+    the offsets between region centroids, for SplineConv. SLIC is numpy
+    (tf.numpy_function), not differentiable and not XLA-compilable; the pixel values
+    flow on through RegionFeatures.
     """
 
     def __init__(self, n_segments=region_graphs.N_SEGMENTS,
                  compactness=region_graphs.COMPACTNESS,
-                 min_size_factor=region_graphs.MIN_SIZE_FACTOR, knn=0, **kwargs):
+                 min_size_factor=region_graphs.MIN_SIZE_FACTOR, knn=0, pseudo=None, size=3,
+                 radius=3.0, **kwargs):
         super().__init__(**kwargs)
         self.n_segments, self.compactness = int(n_segments), float(compactness)
         self.min_size_factor, self.knn = float(min_size_factor), int(knn)
+        self.pseudo, self.size, self.radius = pseudo, int(size), float(radius)
+        if pseudo is not None:
+            edge_geometry.check_kernel(pseudo, self.size, self.radius)
         self.supports_jit = False
 
+    def graph(self, image):
+        """One image's (labels (H, W) int32, M's rows, cols and float32 values, nodes R)."""
+        labels = region_graphs.superpixels(image, self.n_segments, self.compactness,
+                                           self.min_size_factor)
+        adjacency = region_graphs.region_adjacency(labels, self.knn)
+        if self.pseudo is None:
+            matrix = region_graphs.rescaled_laplacian(adjacency).tocoo()
+        else:
+            h, w = labels.shape
+            centroids = region_graphs.region_means(
+                labels, region_graphs.pixel_coordinates(h, w) * (h, w))       # pixels
+            matrix = edge_geometry.spline_bases(
+                *edge_geometry.region_edges(adjacency, centroids), adjacency.shape[0],
+                self.pseudo, self.size, self.radius).tocoo()
+        return labels, matrix.row, matrix.col, matrix.data.astype(np.float32), adjacency.shape[0]
+
+    def cached_graph(self, image):
+        image = np.ascontiguousarray(image)
+        key = (self.n_segments, self.compactness, self.min_size_factor, self.knn, self.pseudo,
+               self.size, self.radius, image.shape, image.dtype.str,
+               hashlib.blake2b(image.tobytes(), digest_size=16).digest())
+        return CACHE.get(key, lambda: self.graph(image))
+
+    def warm(self, images):
+        """Build and cache the graphs of a batch ahead of its step (the input pipeline)."""
+        for image in images:
+            self.cached_graph(image)
+
     def graphs(self, images):
-        """The numpy half: (stacked labels, L~'s (E, 2) indices and (E,) values, N)."""
-        labels = np.stack([region_graphs.superpixels(
-            image, self.n_segments, self.compactness, self.min_size_factor) for image in images])
-        # Normalisation is per node, so the union's L~ is the block diagonal of each one's.
-        adjacency = sp.block_diag([region_graphs.region_adjacency(one, self.knn)
-                                   for one in labels], format="csr", dtype=np.float32)
-        coo = region_graphs.rescaled_laplacian(adjacency).tocoo()
-        order = np.lexsort((coo.col, coo.row))  # the order a tf.SparseTensor wants
+        """The numpy half: (stacked labels, M's (E, 2) indices and (E,) values, M's shape)."""
+        parts = [self.cached_graph(image) for image in images]
+        sizes = np.array([part[4] for part in parts], np.int64)
+        n, offsets = int(sizes.sum()), np.cumsum(sizes) - sizes
+        rows, cols = [], []
+        for (_, row, col, _, r), offset in zip(parts, offsets):
+            kernel, node = np.divmod(row.astype(np.int64), r)   # L~: kernel is 0 throughout
+            rows.append(kernel * n + offset + node)
+            cols.append(col.astype(np.int64) + offset)
+        rows, cols = np.concatenate(rows), np.concatenate(cols)
+        order = np.lexsort((cols, rows))  # the order a tf.SparseTensor wants
+        kernels = 1 if self.pseudo is None else edge_geometry.kernel_count(self.pseudo, self.size)
+        labels = np.stack([part[0] for part in parts])
         return (region_graphs.stacked(labels).astype(np.int32),
-                np.stack([coo.row[order], coo.col[order]], axis=1).astype(np.int64),
-                coo.data[order].astype(np.float32), np.int64(adjacency.shape[0]))
+                np.stack([rows[order], cols[order]], axis=1),
+                np.concatenate([part[3] for part in parts])[order],
+                np.array([kernels * n, n], np.int64))
 
     def call(self, images):
-        labels, indices, values, n = tf.numpy_function(
+        labels, indices, values, shape = tf.numpy_function(
             self.graphs, [images], (tf.int32, tf.int64, tf.float32, tf.int64), stateful=False)
         labels = tf.ensure_shape(labels, images.shape[:3])                    # (B, H, W)
         indices = tf.ensure_shape(indices, (None, 2))                         # (E, 2)
         values = tf.ensure_shape(values, (None,))                             # (E,)
-        return labels, tf.SparseTensor(indices, values, tf.stack([n, n]))     # (N, N)
+        return labels, tf.SparseTensor(indices, values, tf.ensure_shape(shape, (2,)))
 
     def get_config(self):
         return {**super().get_config(), "n_segments": self.n_segments,
                 "compactness": self.compactness, "min_size_factor": self.min_size_factor,
-                "knn": self.knn}
+                "knn": self.knn, "pseudo": self.pseudo, "size": self.size,
+                "radius": self.radius}
 
 
 @keras.saving.register_keras_serializable(package="segm")
@@ -146,6 +221,53 @@ class RegionChebConv(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "K": self.K,
+                "use_bias": self.use_bias}
+
+
+def sparse_product(matrix, x):
+    """matrix @ x for any (M, N) tf.SparseTensor and x (N, C), by the CSR product; its
+    gradient is the transposed product (matrix is a constant: no gradient to its values)."""
+    @tf.custom_gradient
+    def product(x):
+        csr = tf.raw_ops.SparseTensorToCSRSparseMatrix(
+            indices=matrix.indices, values=matrix.values, dense_shape=matrix.dense_shape)
+        return (tf.raw_ops.SparseMatrixMatMul(a=csr, b=x),
+                lambda upstream: tf.raw_ops.SparseMatrixMatMul(a=csr, b=upstream,
+                                                               transpose_a=True))
+    return product(x)
+
+
+@keras.saving.register_keras_serializable(package="segm")
+class SplineConv(keras.layers.Layer):
+    """Y_i = sum_j sum_k B_k(u_ij) X_j W_k + b, W(u) = sum_k B_k(u) W_k a learned function of
+    each edge's geometry u_ij (SplineCNN; edge_geometry.py): [X (N, C), B (K*N, N) sparse]
+    -> (N, units), B the bases RegionGraph(pseudo=...) or edge_geometry.spline_bases give.
+
+    With the grid's 3x3 bases (edge_geometry.grid_edges, size 3, radius 1, no mean) it
+    is DirectionalGraphConv: kernel k = (dy + 1) * 3 + dx + 1 is direction (dy, dx)'s.
+    """
+
+    def __init__(self, units, kernels, use_bias=True, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.kernels, self.use_bias = int(units), int(kernels), bool(use_bias)
+
+    def build(self, input_shape):
+        c = input_shape[0][-1]
+        self.kernel = self.add_weight((self.kernels, c, self.units), "glorot_uniform",
+                                      name="kernel")
+        self.bias = self.add_weight((self.units,), "zeros", name="bias") if self.use_bias else None
+
+    def call(self, inputs):
+        x, bases = inputs
+        shares = tf.reshape(sparse_product(bases, x), (self.kernels, -1, x.shape[-1]))
+        y = tf.einsum("knc,kcu->nu", shares, self.kernel)                    # (N, units)
+        return y + self.bias if self.use_bias else y
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[0][:-1], self.units)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "kernels": self.kernels,
                 "use_bias": self.use_bias}
 
 

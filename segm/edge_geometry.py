@@ -69,17 +69,18 @@ def basis_entries(offsets, pseudo, size, radius):
 
 
 def spline_bases(rows, cols, offsets, n, pseudo="offset", size=3, radius=1.0, mean=True):
-    """B: the (K*N, N) sparse matrix with B[k*N + i, j] = B_k(u_ij) for each edge j -> i
-    (divided by i's number of edges when mean), so that (B @ X)[k*N + i] is the k-th
-    kernel's share of i's messages. Edges are given as rows i, cols j and their offsets."""
+    """B: the (N*K, N) sparse matrix with B[i*K + k, j] = B_k(u_ij) for each edge j -> i
+    (divided by i's number of edges when mean), so that (B @ X)[i*K + k] is the k-th
+    kernel's share of i's messages, and B @ X reshaped to (N, K*C) holds each node's K
+    shares side by side. Edges are given as rows i, cols j and their offsets."""
     index, weight = basis_entries(offsets, pseudo, size, radius)
     rows = np.asarray(rows, np.int64)
     if mean:
         weight = weight / np.bincount(rows, minlength=n)[rows, None]
     k = kernel_count(pseudo, size)
     b = sp.coo_matrix((weight.ravel().astype(np.float32),
-                       ((index * n + rows[:, None]).ravel(), np.repeat(cols, index.shape[1]))),
-                      shape=(k * n, n)).tocsr()   # duplicates summed
+                       ((rows[:, None] * k + index).ravel(), np.repeat(cols, index.shape[1]))),
+                      shape=(n * k, n)).tocsr()   # duplicates summed
     b.eliminate_zeros()
     return b
 
@@ -102,5 +103,5 @@ def grid_edges(height, width, connectivity=8):
 def region_edges(adjacency, centroids):
     """Edges of a region graph, each node's self-loop included, with offsets between the
     regions' centroids (R, 2) in pixels: (rows, cols, (E, 2) offsets)."""
-    coo = (adjacency + sp.identity(adjacency.shape[0], format="csr")).tocoo()
+    coo = (adjacency + sp.identity(adjacency.shape[0], format="csr")).tocsr().tocoo()
     return coo.row, coo.col, centroids[coo.col] - centroids[coo.row]

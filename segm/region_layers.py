@@ -291,6 +291,37 @@ class SplineConv(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="segm")
+class RegionContext(keras.layers.Layer):
+    """Each image's attention readout, sent back to its nodes: [X (N, C), labels (B, H, W)]
+    -> (N, C), g_b = sum_i softmax_b(X_i a) X_i over image b's nodes, then g_b W for each.
+
+    The global block of a graph network (Battaglia et al. 2018), ParseNet's image-level
+    context on a graph: a region far from the rest of its digit learns what the digit is.
+    """
+
+    def build(self, input_shape):
+        c = input_shape[0][-1]
+        self.score = self.add_weight((c, 1), "glorot_uniform", name="score")
+        self.kernel = self.add_weight((c, c), "glorot_uniform", name="kernel")
+
+    def call(self, inputs):
+        x, labels = inputs
+        n, b = tf.shape(x)[0], tf.shape(labels)[0]
+        pixels_image = tf.broadcast_to(tf.range(b)[:, None, None], tf.shape(labels))
+        image = tf.math.unsorted_segment_max(tf.reshape(pixels_image, (-1,)),
+                                             tf.reshape(labels, (-1,)), n)     # (N,)
+        score = (x @ self.score)[:, 0]
+        score -= tf.gather(tf.math.unsorted_segment_max(score, image, b), image)  # stable
+        weight = tf.exp(score)
+        weight /= tf.gather(tf.math.unsorted_segment_sum(weight, image, b), image)
+        readout = tf.math.unsorted_segment_sum(weight[:, None] * x, image, b)    # (B, C)
+        return tf.gather(readout @ self.kernel, image)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+
+@keras.saving.register_keras_serializable(package="segm")
 class PaintRegions(keras.layers.Layer):
     """Each pixel takes its node's values: [nodes (N, K), labels (B, H, W)] -> (B, H, W, K)."""
 

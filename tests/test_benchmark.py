@@ -251,11 +251,11 @@ def test_breakdown_times_every_phase_and_counts_flops_by_hand(capsys):
 def test_steps_times_region_graphs_in_the_step_and_from_the_pipeline(capsys, monkeypatch):
     from segm.benchmarks import steps
     monkeypatch.setattr(steps, "FIT_STEPS", 2)
-    benchmark.main(["steps", "--models", "fcn,regions_distance", "--rounds", "1"])
+    benchmark.main(["steps", "--models", "fcn,regions", "--rounds", "1"])
     rows = {line.split(" | ")[0].lstrip("| "): line for line in capsys.readouterr().out.splitlines()
             if line.startswith("| ")}
-    for what in ("fcn", "regions_distance", "regions_distance: graphs ready from the input pipeline",
-                 "regions_distance: graphs built in numpy", "SLIC alone",
-                 "fcn: fit on the input pipeline", "regions_distance: fit on the input pipeline"):
+    for what in ("fcn", "regions", "regions: graphs ready from the input pipeline",
+                 "regions: graphs built in numpy", "SLIC alone",
+                 "fcn: fit on the input pipeline", "regions: fit on the input pipeline"):
         assert what in rows and float(rows[what].split(" | ")[1]) > 0
     assert "fcn: graphs built in numpy" not in rows

@@ -27,7 +27,7 @@ Pure numpy and scipy; the layer is region_layers.SplineConv.
 import numpy as np
 import scipy.sparse as sp
 
-from segm.graphs import DIRECTIONS
+from segm.graphs import direction_adjacencies
 
 PSEUDO = ("offset", "distance")
 
@@ -89,19 +89,16 @@ def grid_edges(height, width, connectivity=8):
     """Every pixel's edges to its neighbours and to itself on the grid, with their offsets:
     (rows i, cols j, (E, 2) offsets (dy, dx) of j from i), raster-order pixels."""
     n = height * width
-    ys, xs = np.divmod(np.arange(n), width)
-    rows, cols, offsets = [], [], []
-    for dy, dx in ((0, 0),) + DIRECTIONS[connectivity]:
-        inside = (ys + dy >= 0) & (ys + dy < height) & (xs + dx >= 0) & (xs + dx < width)
-        i = np.flatnonzero(inside)
-        rows.append(i)
-        cols.append(i + dy * width + dx)
-        offsets.append(np.tile([dy, dx], (len(i), 1)))
-    return np.concatenate(rows), np.concatenate(cols), np.concatenate(offsets)
+    adjacencies = {(0, 0): sp.identity(n, format="coo"),
+                   **direction_adjacencies(height, width, connectivity)}
+    coos = {d: a.tocoo() for d, a in adjacencies.items()}
+    return (np.concatenate([c.row for c in coos.values()]),
+            np.concatenate([c.col for c in coos.values()]),
+            np.concatenate([np.tile(d, (c.nnz, 1)) for d, c in coos.items()]))
 
 
 def region_edges(adjacency, centroids):
     """Edges of a region graph, each node's self-loop included, with offsets between the
     regions' centroids (R, 2) in pixels: (rows, cols, (E, 2) offsets)."""
-    coo = (adjacency + sp.identity(adjacency.shape[0], format="csr")).tocsr().tocoo()
+    coo = (adjacency + sp.identity(adjacency.shape[0], format="csr")).tocoo()
     return coo.row, coo.col, centroids[coo.col] - centroids[coo.row]

@@ -181,20 +181,32 @@ class RegionFeatures(keras.layers.Layer):
         return (None, 2 * input_shape[0][-1] + 3)
 
 
-def symmetric_matmul(matrix, x):
-    """matrix @ x for a symmetric (N, N) tf.SparseTensor and x (N, C).
+def sparse_product(matrix, x, symmetric=False):
+    """matrix @ x for an (M, N) tf.SparseTensor and x (N, C); matrix is a constant, so no
+    gradient goes to its values.
 
     As graph_ops.sparse_matmul, TensorFlow's CSR product (~5x faster here than
-    tf.sparse.sparse_dense_matmul, 15k regions, 64 channels), which has no gradient; the
-    matrix is symmetric, so the gradient is the same product.
+    tf.sparse.sparse_dense_matmul, 15k regions, 64 channels), which has no gradient. The
+    gradient is the transposed product: for a symmetric matrix the same one; otherwise
+    the transpose as a CSR matrix of its own, ~8x faster here on this path than
+    SparseMatrixMatMul's transpose_a.
     """
     @tf.custom_gradient
     def product(x):
         csr = tf.raw_ops.SparseTensorToCSRSparseMatrix(
             indices=matrix.indices, values=matrix.values, dense_shape=matrix.dense_shape)
-        return (tf.raw_ops.SparseMatrixMatMul(a=csr, b=x),
-                lambda upstream: tf.raw_ops.SparseMatrixMatMul(a=csr, b=upstream))
+
+        def gradient(upstream):
+            transpose = csr if symmetric else tf.raw_ops.SparseMatrixTranspose(
+                input=csr, type=tf.float32)
+            return tf.raw_ops.SparseMatrixMatMul(a=transpose, b=upstream)
+        return tf.raw_ops.SparseMatrixMatMul(a=csr, b=x), gradient
     return product(x)
+
+
+def symmetric_matmul(matrix, x):
+    """matrix @ x for a symmetric (N, N) tf.SparseTensor: sparse_product's cheaper gradient."""
+    return sparse_product(matrix, x, symmetric=True)
 
 
 @keras.saving.register_keras_serializable(package="segm")
@@ -228,21 +240,6 @@ class RegionChebConv(keras.layers.Layer):
                 "use_bias": self.use_bias}
 
 
-def sparse_product(matrix, x):
-    """matrix @ x for any (M, N) tf.SparseTensor and x (N, C), by the CSR product; its
-    gradient is the transposed product (matrix is a constant: no gradient to its values)."""
-    @tf.custom_gradient
-    def product(x):
-        csr = tf.raw_ops.SparseTensorToCSRSparseMatrix(
-            indices=matrix.indices, values=matrix.values, dense_shape=matrix.dense_shape)
-        # The transpose as a CSR matrix of its own: multiplying by it is ~8x faster here
-        # than SparseMatrixMatMul's transpose_a on the gradient path.
-        return (tf.raw_ops.SparseMatrixMatMul(a=csr, b=x),
-                lambda upstream: tf.raw_ops.SparseMatrixMatMul(
-                    a=tf.raw_ops.SparseMatrixTranspose(input=csr, type=tf.float32), b=upstream))
-    return product(x)
-
-
 @keras.saving.register_keras_serializable(package="segm")
 class SplineConv(keras.layers.Layer):
     """Y_i = sum_j sum_k B_k(u_ij) X_j W_k + b, W(u) = sum_k B_k(u) W_k a learned function of
@@ -253,7 +250,8 @@ class SplineConv(keras.layers.Layer):
     is DirectionalGraphConv: kernel k = (dy + 1) * 3 + dx + 1 is direction (dy, dx)'s.
     separable: W_k = diag(a_k) W, a per-channel weight a_k (C,) per kernel and one W
     (C, units), as a depthwise 3x3 convolution followed by a 1x1 one is on the grid:
-    K*C + C*units weights instead of K*C*units, and about K times less work.
+    K*C + C*units weights instead of K*C*units. Not faster here: the sparse product's
+    N*K*C shares, not the matmul, cost the most.
     """
 
     def __init__(self, units, kernels, use_bias=True, separable=False, **kwargs):

@@ -5,17 +5,11 @@ import pytest
 
 import model
 from segm import edge_geometry, pipeline, region_layers, regions
+from segm.graph_ops import to_sparse_tensor
 from segm.tf_quiet import keras, tf
 from test_regions_model import blocks, randomise
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-
-
-def to_sparse(matrix):
-    coo = matrix.tocoo()
-    order = np.lexsort((coo.col, coo.row))
-    return tf.SparseTensor(np.stack([coo.row[order], coo.col[order]], 1).astype(np.int64),
-                           coo.data[order], coo.shape)
 
 
 def hat_weights(u, pseudo, size, radius):
@@ -65,7 +59,7 @@ def test_spline_conv_equals_the_dense_message_sum(pseudo, size, mean, separable)
         layer.kernel.assign(shared)
     else:
         layer.kernel.assign(kernel)
-    got = layer([tf.constant(x), to_sparse(bases)]).numpy()
+    got = layer([tf.constant(x), to_sparse_tensor(bases)]).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
@@ -91,7 +85,7 @@ def test_sparse_product_gradient_is_the_transposed_product():
     upstream = np.random.default_rng(5).standard_normal((7 * 9, 2)).astype(np.float32)
     with tf.GradientTape() as tape:
         tape.watch(x)
-        y = region_layers.sparse_product(to_sparse(bases), x)
+        y = region_layers.sparse_product(to_sparse_tensor(bases), x)
     dense = bases.toarray()
     np.testing.assert_allclose(y.numpy(), dense @ x.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(tape.gradient(y, x, upstream).numpy(), dense.T @ upstream,
@@ -116,7 +110,7 @@ def test_on_the_grid_it_is_directional_graph_conv_so_a_3x3_convolution(h, w):
     layer = region_layers.SplineConv(4, 9, use_bias=False)
     layer.build([(None, 3), None])
     layer.kernel.assign(spline)
-    got = layer([tf.constant(x.reshape(-1, 3)), to_sparse(bases)]).numpy()
+    got = layer([tf.constant(x.reshape(-1, 3)), to_sparse_tensor(bases)]).numpy()
     np.testing.assert_allclose(got.reshape(1, h, w, 4), directional(x).numpy(),
                                rtol=1e-5, atol=1e-5)
 

@@ -27,6 +27,7 @@ import zipfile
 
 import scipy.sparse as sp
 
+from segm.configurator import POOLINGS
 from segm.coordinates import PixelCoordinates
 from segm import losses
 from segm.errors import DataError
@@ -209,13 +210,39 @@ def _decoder(x, skips):
     return x
 
 
-def unet(num_classes, height, width):
-    """A small U-Net: 16-32 channel encoder, 48 at 1/4 scale, decoder with skips."""
+def _unet(name, num_classes, height, width, coarser=0):
     inputs = keras.Input((height, width, 3))
     x, skips = _encoder(inputs, (16, 32))
-    x = _decoder(_conv_block(x, 48), skips)
-    outputs = keras.layers.Conv2D(num_classes, 1)(x)
-    return keras.Model(inputs, outputs, name="unet")
+    coarse = _conv_block(x, 48)                                       # (B, H/4, W/4, 48)
+    x = _decoder(coarse, skips)
+    outputs = keras.layers.Conv2D(num_classes, 1)(x)                  # (B, H, W, K)
+    if coarser:  # FCN's score fusion: coarse class scores, upsampled, added to the output
+        scores = keras.layers.Conv2D(num_classes, 1)(coarse)          # (B, H/4, W/4, K)
+        outputs = keras.layers.Add()(
+            [outputs, keras.layers.UpSampling2D(4, interpolation="bilinear")(scores)])
+        x = _conv_block(keras.layers.MaxPooling2D()(coarse), coarser)   # (B, H/8, W/8, C)
+        scores = keras.layers.Conv2D(num_classes, 1)(x)               # (B, H/8, W/8, K)
+        outputs = keras.layers.Add()(
+            [outputs, keras.layers.UpSampling2D(8, interpolation="bilinear")(scores)])
+    return keras.Model(inputs, outputs, name=name)
+
+
+def unet(num_classes, height, width):
+    """A small U-Net: 16-32 channel encoder, 48 at 1/4 scale, decoder with skips."""
+    return _unet("unet", num_classes, height, width)
+
+
+def unet_fused(num_classes, height, width):
+    """The U-Net with FCN's score fusion (Long et al. 2015): class scores read off its 1/4-scale
+    features and off a conv block of 96 channels at 1/8, upsampled bilinearly and added to
+    the output's.
+
+    Which digit it is shows at the coarse scales, whose features see the whole digit;
+    through the decoder that answer must squeeze into 16 channels at full size. The added
+    scores give it a short path, so the coarse layers learn it early; the fine path
+    sharpens the edges.
+    """
+    return _unet("unet_fused", num_classes, height, width, coarser=96)
 
 
 def gcn(num_classes, height, width):
@@ -334,7 +361,7 @@ def regions_distance(num_classes, height, width):
     return _spline_regions("regions_distance", "distance", num_classes, height, width)
 
 
-BUILDERS = {"fcn": fcn, "unet": unet, "gcn": gcn, "cheb": cheb, "dgcn": dgcn, "hybrid": hybrid,
+BUILDERS = {"fcn": fcn, "unet": unet, "unet_fused": unet_fused, "gcn": gcn, "cheb": cheb, "dgcn": dgcn, "hybrid": hybrid,
             "gunet": gunet, "regions": regions,
             "regions_offset": regions_offset, "regions_distance": regions_distance}
 MODELS = tuple(BUILDERS)
@@ -344,9 +371,10 @@ def build_model(name, num_classes=2, height=32, width=32):
     """The model `name` (see MODELS): (B, H, W, 3) images -> (B, H, W, num_classes) logits."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}.")
-    if name in ("unet", "hybrid") and (height % 4 or width % 4):
-        raise ValueError(f"{name} pools twice, so height and width must be multiples of 4, "
-                         f"got {height}x{width}.")
+    multiple = 2 ** POOLINGS.get(name, 0)
+    if height % multiple or width % multiple:
+        raise ValueError(f"{name} pools {POOLINGS[name]} times, so height and width must be "
+                         f"multiples of {multiple}, got {height}x{width}.")
     return BUILDERS[name](num_classes, height, width)
 
 

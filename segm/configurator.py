@@ -21,7 +21,9 @@ MODES = ("resume", "evaluate", "predict", "export", "overwrite")
 DATA_SETTINGS = ("data_dir", "source", "num_classes", "canvas", "digit_size", "digits_per_image",
                  "digit_scale_min", "digit_scale_max", "digit_angle_min", "digit_angle_max",
                  "eval_images", "test_seed")
-POOLING_MODELS = ("unet", "hybrid")  # two 2x2 poolings: the canvas must be a multiple of 4
+# The models that pool, and how often: each 2x2 pooling halves the side, so the canvas must
+# be a multiple of 2 ** poolings.
+POOLINGS = {"unet": 2, "hybrid": 2, "unet_fused": 3}
 RESUME_MAY_CHANGE = ("steps", "strategy", "cpu_devices", "worker_timeout", "sample_rows")
 # Peak memory, measured with /usr/bin/time on unet and dgcn (the largest) at 32 and 128 pixels:
 # about 0.7 GB for TensorFlow itself, and up to 6 KB per training pixel for activations.
@@ -132,9 +134,10 @@ def check_config(cfg):
     if cfg.steps % cfg.eval_every:
         raise UsageError(f"--steps ({cfg.steps}) must be a multiple of --eval_every "
                          f"({cfg.eval_every}), the checkpoint interval")
-    if cfg.model in POOLING_MODELS and cfg.canvas % 4:
-        raise UsageError(f"{cfg.model} pools twice, so --canvas must be a multiple of 4, "
-                         f"not {cfg.canvas}")
+    poolings = POOLINGS.get(cfg.model, 0)
+    if cfg.canvas % 2 ** poolings:
+        raise UsageError(f"{cfg.model} pools {poolings} times, so --canvas must be a multiple "
+                         f"of {2 ** poolings}, not {cfg.canvas}")
     if cfg.cpu_devices > 1 and cfg.strategy != "mirrored":
         raise UsageError("--cpu_devices splits the CPU for --strategy mirrored only; a "
                          "multiworker cluster uses each machine's GPUs, or one CPU each")

@@ -22,7 +22,8 @@ def test_flags_override_defaults_with_type_checks():
     (["--model", "resnet"], ["fcn", "unet", "gcn", "cheb", "dgcn", "hybrid"]),
     (["--num_classes", "3"], ["2, 11"]),
     (["--steps", "250"], ["multiple of --eval_every"]),
-    (["--canvas", "30"], ["unet pools twice", "multiple of 4"]),
+    (["--canvas", "30"], ["unet pools 2 times", "multiple of 4"]),
+    (["--model", "unet_fused", "--canvas", "36"], ["unet_fused pools 3 times", "multiple of 8"]),
     (["--cpu_devices", "2"], ["--strategy mirrored only"]),
     (["--evaluate", "--checkpoint", "nowhere.keras"], ["no saved model at nowhere.keras"]),
 ])

@@ -5,10 +5,11 @@ import pytest
 from helpers import call_main, says
 
 
-def test_onnx_export_of_the_unet_runs_in_onnxruntime_as_keras_does(tmp_path, capsys):
+@pytest.mark.parametrize("name", ["unet", "unet_fused"])  # unet_fused: bilinear upsampling
+def test_onnx_export_of_the_unet_runs_in_onnxruntime_as_keras_does(name, tmp_path, capsys):
     ort = pytest.importorskip("onnxruntime")  # requirements-onnx.txt; CI installs it
     import model
-    net = model.build_model("unet", 11, 16, 16)
+    net = model.build_model(name, 11, 16, 16)
     rng = np.random.default_rng(3)
     for weight in net.weights:  # batch-norm statistics away from 0 and 1 too
         weight.assign(weight.numpy() + 0.05 * rng.standard_normal(weight.shape).astype("float32"))

@@ -182,7 +182,7 @@ def test_bad_arguments_list_the_choices():
         graphs.grid_laplacian(3, 3, connectivity=5)
     with pytest.raises(ValueError, match=r"K .* >= 1"):
         model.ChebConv(4, K=0)
-    with pytest.raises(ValueError, match="fcn, unet, gcn, cheb, dgcn, hybrid"):
+    with pytest.raises(ValueError, match="fcn, unet, unet_fused, gcn, cheb, dgcn, hybrid"):
         model.build_model("resnet")
     with pytest.raises(ValueError, match="multiples of 4"):
         model.build_model("unet", height=30)
@@ -256,6 +256,31 @@ def test_every_model_builds_for_a_larger_non_square_canvas(name):
     net = model.build_model(name, num_classes=11, height=48, width=64)
     logits = net(np.zeros((2, 48, 64, 3), "float32"), training=False)
     assert logits.shape == (2, 48, 64, 11) and np.isfinite(logits.numpy()).all()
+
+
+def bilinear_matrix(n_out, n_in):
+    """(n_out, n_in) weights of linear interpolation between pixel centres, edges clamped."""
+    source = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+    return np.clip(1 - np.abs(source[:, None] - np.arange(n_in)), 0, None)
+
+
+def test_unet_fused_adds_its_coarse_scores_upsampled_to_the_output():
+    fused = model.build_model("unet_fused", num_classes=3, height=16, width=24)
+    fused.set_weights([(RNG.uniform(0.5, 2, w.shape) if "variance" in w.path else  # > 0
+                        RNG.standard_normal(w.shape) / 4).astype("float32") for w in fused.weights])
+    heads = {layer.input.shape[1]: layer for layer in fused.layers  # scale's height -> head
+             if isinstance(layer, keras.layers.Conv2D) and layer.kernel_size == (1, 1)}
+    assert sorted(heads) == [2, 4, 16]  # 1/8, 1/4 and full scale
+    x = RNG.uniform(-1, 1, (2, 16, 24, 3)).astype("float32")
+    inputs = keras.Model(fused.input, [heads[h].input for h in (16, 4, 2)])(x, training=False)
+    expected = 0
+    for features, (side, head) in zip(inputs, [(16, heads[16]), (4, heads[4]), (2, heads[2])]):
+        kernel, bias = (w.numpy().astype(np.float64) for w in head.weights)
+        scores = features.numpy() @ kernel[0, 0] + bias                       # (2, h, w, 3)
+        expected = expected + np.einsum("ih,bhwk,jw->bijk", bilinear_matrix(16, side), scores,
+                                        bilinear_matrix(24, side * 3 // 2))
+    assert np.isfinite(expected).all() and np.abs(expected).mean() > 0.1
+    np.testing.assert_allclose(fused(x, training=False), expected, rtol=1e-4, atol=1e-4)
 
 
 # ------------------------------------------------------------------------ loss

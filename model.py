@@ -13,24 +13,21 @@ one of these matrices only links a pixel to its 3x3 neighbourhood, so each
 layer also has an exact stencil fast path made of dense ops (a fixed depthwise
 convolution, or conv2d for the directional layer); tests prove the two equal.
 
-Two more layer families live beneath, one file each: the Graclus pyramid of the
-graph U-Net (segm/pyramid_layers.py) and SLIC region graphs (segm/region_layers.py),
-whose SplineConv reads each edge's geometry (segm/edge_geometry.py). Importing this
-file registers them all and the training loss (segm/losses.py), so a saved model loads
-with it alone (load_model).
+Two more layer families live beneath, one file each: the graph U-Net's Graclus pyramid
+(segm/pyramid_layers.py) and SLIC region graphs (segm/region_layers.py; edge geometry in
+segm/edge_geometry.py). Importing this file registers them and the loss (segm/losses.py),
+so load_model needs nothing else.
 
 `python model.py [NAME ...]` prints the named models' summaries and every model's
 parameter count.
 """
 import sys
-import zipfile
 
 import scipy.sparse as sp
 
 from segm.configurator import POOLINGS
 from segm.coordinates import PixelCoordinates
-from segm import losses
-from segm.errors import DataError
+from segm import checkpoints, losses
 from segm.graph_ops import chebyshev, depthwise, sparse_matmul
 from segm.graphs import (DIRECTIONS, check_connectivity, direction_adjacencies, gcn_propagation,
                          grid_stencil, rescaled_laplacian)
@@ -233,15 +230,9 @@ def unet(num_classes, height, width):
 
 
 def unet_fused(num_classes, height, width):
-    """The U-Net with FCN's score fusion (Long et al. 2015): class scores read off its 1/4-scale
-    features and off a conv block of 96 channels at 1/8, upsampled bilinearly and added to
-    the output's.
-
-    Which digit it is shows at the coarse scales, whose features see the whole digit;
-    through the decoder that answer must squeeze into 16 channels at full size. The added
-    scores give it a short path, so the coarse layers learn it early; the fine path
-    sharpens the edges.
-    """
+    """The U-Net plus FCN's score fusion (Long et al. 2015): class scores from its 1/4-scale
+    features and from 96 channels at 1/8, which see the whole digit, added to the output's.
+    Which digit it is then need not squeeze through the decoder's 16 full-size channels."""
     return _unet("unet_fused", num_classes, height, width, coarser=96)
 
 
@@ -306,13 +297,10 @@ def hybrid(num_classes, height, width):
 
 
 def _region_model(name, graph, make_layer, depth, context, num_classes, height, width):
-    """SLIC region graphs (regions.py) and `depth` residual graph layers of 64 channels on
-    their nodes (segm/region_layers.py), painted back to pixels; with context, after every
-    second layer each image's readout too (RegionContext).
-
-    About 227 nodes per 32x32 image instead of 1024. Features are regions.FEATURES,
-    standardised by batch norm. Why a pixel loss trains regions: segm/region_layers.py.
-    """
+    """SLIC region graphs (regions.py), about 227 nodes per 32x32 image, and `depth` residual
+    graph layers of 64 channels on them (segm/region_layers.py), painted back to pixels; with
+    context, each image's readout (RegionContext) after every second layer too. Features:
+    regions.FEATURES, standardised by batch norm."""
     inputs = keras.Input((height, width, 3))
     labels, matrix = graph(inputs)                                    # (B, H, W), sparse
     x = RegionFeatures()([inputs, labels])                            # (N, 9)
@@ -340,10 +328,8 @@ def regions(num_classes, height, width):
 def _spline_regions(name, pseudo, num_classes, height, width):
     """6 SplineConv layers on 3x3 knots (or 3 distances) over 3 pixels, the typical spacing of
     neighbouring regions' centroids (median 2.3, 90% within 3.9), and each image's context.
-
-    Six layers, not regions' four: a layer reaches one region further, about 2.3 pixels,
-    and the parts of a 14-pixel digit must hear from each other to agree on which it is.
-    """
+    Six, not regions' four: each reaches one region (~2.3 pixels) further, and the parts of
+    a 14-pixel digit must hear from each other to agree on which it is."""
     graph = RegionGraph(pseudo=pseudo, size=3, radius=3.0)
     return _region_model(name, graph, lambda: SplineConv(64, graph.kernels, use_bias=False),
                          6, True, num_classes, height, width)
@@ -361,8 +347,8 @@ def regions_distance(num_classes, height, width):
     return _spline_regions("regions_distance", "distance", num_classes, height, width)
 
 
-BUILDERS = {"fcn": fcn, "unet": unet, "unet_fused": unet_fused, "gcn": gcn, "cheb": cheb, "dgcn": dgcn, "hybrid": hybrid,
-            "gunet": gunet, "regions": regions,
+BUILDERS = {"fcn": fcn, "unet": unet, "unet_fused": unet_fused, "gcn": gcn, "cheb": cheb,
+            "dgcn": dgcn, "hybrid": hybrid, "gunet": gunet, "regions": regions,
             "regions_offset": regions_offset, "regions_distance": regions_distance}
 MODELS = tuple(BUILDERS)
 
@@ -386,19 +372,7 @@ def graph_builder(model):
 
 def load_model(path):
     """A saved model of this project, or one clear sentence (DataError) why it cannot be used."""
-    try:
-        model = keras.saving.load_model(path)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError, zipfile.BadZipFile) as e:
-        raise DataError(f"{path} is not a model this project saved ({type(e).__name__}); "
-                        f"pass the model.keras that `python main.py` wrote") from None
-    shape_in, shape_out = model.input_shape, model.output_shape
-    if not (model.name in MODELS and isinstance(shape_in, tuple) and len(shape_in) == 4
-            and shape_in[-1] == 3 and tuple(shape_out[:3]) == tuple(shape_in[:3])
-            and 2 <= shape_out[-1] <= 255):
-        raise DataError(f"{path} is a Keras model but not one of this project's segmentation "
-                        f"models ({', '.join(MODELS)}); pass a model.keras that `python "
-                        f"main.py` wrote")
-    return model
+    return checkpoints.load(path, MODELS)
 
 
 def parameter_table(num_classes=2, height=32, width=32):

@@ -2,12 +2,13 @@
 import importlib.util
 import shutil
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from segm import files
-from segm.errors import FileError, UsageError
+from segm.errors import DataError, FileError, UsageError
 from segm.pyramid_layers import GraphPool, GraphUnpool, PyramidChebConv
 from segm.region_layers import RegionGraph
 from segm.runs import BEST, best_logged, interrupts_deferred
@@ -92,3 +93,20 @@ class RunWriter(keras.callbacks.Callback):
         if BEST in logs and (self.best is None or logs[BEST] > self.best):
             self.best = float(logs[BEST])
             save_model(self.model, self.best_path)
+
+
+def load(path, names):
+    """A saved model whose name is one of `names`, or one clear sentence (DataError) why not."""
+    try:
+        model = keras.saving.load_model(path)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path} is not a model this project saved ({type(e).__name__}); "
+                        f"pass the model.keras that `python main.py` wrote") from None
+    shape_in, shape_out = model.input_shape, model.output_shape
+    if not (model.name in names and isinstance(shape_in, tuple) and len(shape_in) == 4
+            and shape_in[-1] == 3 and tuple(shape_out[:3]) == tuple(shape_in[:3])
+            and 2 <= shape_out[-1] <= 255):
+        raise DataError(f"{path} is a Keras model but not one of this project's segmentation "
+                        f"models ({', '.join(names)}); pass a model.keras that `python "
+                        f"main.py` wrote")
+    return model

@@ -107,7 +107,7 @@ def test_unlabelled_pixels_count_in_no_metric_on_the_evaluate_path():
 
 # ---- the compiled forward pass -------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["unet", "gcn", "dgcn", "gunet", "regions"])
+@pytest.mark.parametrize("name", ["unet", "unet_fused", "gcn", "dgcn", "gunet", "regions"])
 def test_compiled_scoring_gives_the_eager_numbers(name):
     import model
     net = model.build_model(name, num_classes=11, height=16, width=16)

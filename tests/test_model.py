@@ -274,8 +274,8 @@ def test_unet_fused_adds_its_coarse_scores_upsampled_to_the_output():
     x = RNG.uniform(-1, 1, (2, 16, 24, 3)).astype("float32")
     inputs = keras.Model(fused.input, [heads[h].input for h in (16, 4, 2)])(x, training=False)
     expected = 0
-    for features, (side, head) in zip(inputs, [(16, heads[16]), (4, heads[4]), (2, heads[2])]):
-        kernel, bias = (w.numpy().astype(np.float64) for w in head.weights)
+    for features, side in zip(inputs, (16, 4, 2)):
+        kernel, bias = (w.numpy().astype(np.float64) for w in heads[side].weights)
         scores = features.numpy() @ kernel[0, 0] + bias                       # (2, h, w, 3)
         expected = expected + np.einsum("ih,bhwk,jw->bijk", bilinear_matrix(16, side), scores,
                                         bilinear_matrix(24, side * 3 // 2))

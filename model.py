@@ -28,7 +28,6 @@ import scipy.sparse as sp
 from segm.configurator import POOLINGS
 from segm.coordinates import PixelCoordinates
 from segm import checkpoints, losses
-from segm.batch_norm import FusedBatchNormalization
 from segm.graph_ops import chebyshev, depthwise, sparse_matmul
 from segm.graphs import (DIRECTIONS, check_connectivity, direction_adjacencies, gcn_propagation,
                          grid_stencil, rescaled_laplacian)
@@ -153,7 +152,7 @@ class DirectionalGraphConv(_GridGraphLayer):
 
 def _bn_relu(x):
     # momentum 0.9: the running statistics must settle within a few hundred steps.
-    return keras.layers.ReLU()(FusedBatchNormalization(momentum=0.9)(x))
+    return keras.layers.ReLU()(keras.layers.BatchNormalization(momentum=0.9)(x))
 
 
 def _conv_block(x, filters):

@@ -8,7 +8,7 @@
                                  [--train_angles 0,180] [--angles 0,30,60,90,135,180]
     python benchmark.py plots [--data_dir DIR]   teaching pictures, regions_example.png too
     python benchmark.py folder [--data_dir DIR]   a folder of scenes: the folder-data targets
-    python benchmark.py steps [--models gcn,regions]   training steps side by side
+    python benchmark.py steps [--models gcn,regions] [--keras_batch_norm]   training steps
     python benchmark.py forward [--models unet,gunet]   forward passes, eager and compiled
     python benchmark.py breakdown [--models unet,...]   one default run phase by phase; GFLOP/s
 
@@ -145,6 +145,9 @@ def main(argv=None):
         sub.add_argument("--rounds", type=positive_int, default=8,
                          help="each times 4 batches per model")
         sub.add_argument("--data_dir", default="", help="MNIST/CIFAR-10 folder")
+        if name == "steps":
+            sub.add_argument("--keras_batch_norm", action="store_true",
+                             help="also time each fused-batch-norm model on Keras's own layer")
         sub.set_defaults(run=run)
     sub = commands.add_parser("breakdown", help="where one default run's time goes; each "
                               "model's GFLOP/s against the machine's peak")

@@ -9,6 +9,7 @@ import pytest
 import benchmark
 from segm import metrics
 from segm.benchmarks import common, compare, data, layers, rotation
+from segm.tf_quiet import keras
 import model
 from helpers import TINY, call_main, says
 from load_data import Datagen
@@ -259,3 +260,19 @@ def test_steps_times_region_graphs_in_the_step_and_from_the_pipeline(capsys, mon
                  "fcn: fit on the input pipeline", "regions: fit on the input pipeline"):
         assert what in rows and float(rows[what].split(" | ")[1]) > 0
     assert "fcn: graphs built in numpy" not in rows
+
+
+def test_steps_times_the_fused_batch_norm_against_keras_own(capsys, monkeypatch):
+    from segm.batch_norm import FusedBatchNormalization
+    from segm.benchmarks import steps
+    net = model.build_model("unet_fused", 2, 16, 16)
+    twin = steps.with_keras_batch_norm(net)
+    kinds = [(type(a), type(b)) for a, b in zip(net.layers, twin.layers)
+             if isinstance(a, FusedBatchNormalization)]
+    assert kinds and set(kinds) == {(FusedBatchNormalization, keras.layers.BatchNormalization)}
+    assert twin.count_params() == net.count_params()
+    monkeypatch.setattr(steps, "FIT_STEPS", 1)
+    benchmark.main(["steps", "--models", "fcn,unet_fused", "--rounds", "1", "--keras_batch_norm"])
+    rows = [line.split(" | ")[0].lstrip("| ") for line in capsys.readouterr().out.splitlines()]
+    assert "unet_fused on Keras's batch norm" in rows and "unet_fused" in rows
+    assert "fcn on Keras's batch norm" not in rows

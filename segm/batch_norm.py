@@ -4,8 +4,8 @@ Keras 3 normalizes a training batch with separate ops: moments (two reductions),
 (x - mean) * rsqrt(var + eps) * gamma + beta, each a pass over the activations, and as
 many again for the gradient (keras-team/keras-core#225). TensorFlow's FusedBatchNormV3
 does the statistics, the normalization and, through its registered gradient, the
-backward pass in one CPU kernel each. On this project's small U-Net that is about a
-sixth of a training step (benchmark.py breakdown). The layer is Keras's own: the same
+backward pass in one CPU kernel each. On unet_fused that is about a sixth of a training
+step (benchmark.py steps --keras_batch_norm). The layer is Keras's own: the same
 weights, moving statistics, momentum, saving and inference path; only a training batch
 of a 4-D, channels-last, float32 tensor on one replica takes the fused kernel.
 """

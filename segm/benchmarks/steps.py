@@ -22,9 +22,9 @@ def run(args, trio):
     building its graphs inside the step, and with them built ahead (what the input
     pipeline hands it); and its numpy graph building and SLIC alone. With keras_batch_norm,
     a model whose batch norm trains on the fused kernel is timed again with Keras's own
-    layer in its place. Then every model
-    fits FIT_STEPS fresh batches from the input pipeline, where a region model's graphs
-    are built on the pipeline's threads while the step before trains. Prints medians."""
+    layer in its place. Then every model fits FIT_STEPS fresh batches from the input
+    pipeline, where a region model's graphs are built on the pipeline's threads while the
+    step before trains. Prints medians."""
     from segm import regions
     model = trio.model
     gen = trio.load_data.Datagen(args.data_dir or None, seed=0)

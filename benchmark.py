@@ -130,6 +130,7 @@ def main(argv=None):
     sub.add_argument("--digits_per_image", type=positive_int, default=2)
     sub.add_argument("--steps", type=positive_int, default=500)
     sub.add_argument("--batch_size", type=positive_int, default=64)
+    sub.add_argument("--model", default="", help="main.py's model (default: its own default)")
     sub.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
                      help="main.py's augmentation of folders (off: a mirrored 2 reads as a 5)")
     sub.add_argument("--seed", type=int, default=0, help="draws the scenes")
@@ -151,7 +152,8 @@ def main(argv=None):
         sub.set_defaults(run=run)
     sub = commands.add_parser("breakdown", help="where one default run's time goes; each "
                               "model's GFLOP/s against the machine's peak")
-    sub.add_argument("--models", type=model_list, default=["fcn", "unet", "dgcn", "gunet"])
+    sub.add_argument("--models", type=model_list,
+                     default=["fcn", "unet", "unet_fused", "dgcn", "gunet"])
     sub.add_argument("--repeats", type=positive_int, default=3, help="default runs timed")
     sub.add_argument("--steps_timed", type=positive_int, default=20,
                      help="training steps timed per model for GFLOP/s")

@@ -22,7 +22,7 @@ def test_flags_override_defaults_with_type_checks():
     (["--model", "resnet"], ["fcn", "unet", "gcn", "cheb", "dgcn", "hybrid"]),
     (["--num_classes", "3"], ["2, 11"]),
     (["--steps", "250"], ["multiple of --eval_every"]),
-    (["--canvas", "30"], ["unet pools 2 times", "multiple of 4"]),
+    (["--model", "unet", "--canvas", "30"], ["unet pools 2 times", "multiple of 4"]),
     (["--model", "unet_fused", "--canvas", "36"], ["unet_fused pools 3 times", "multiple of 8"]),
     (["--cpu_devices", "2"], ["--strategy mirrored only"]),
     (["--evaluate", "--checkpoint", "nowhere.keras"], ["no saved model at nowhere.keras"]),
@@ -119,10 +119,11 @@ def test_resume_takes_the_runs_data_folder_however_it_is_spelt(tmp_path, monkeyp
 
 def test_own_folders_need_no_room_for_digits(tmp_path):
     (tmp_path / "cells" / "images").mkdir(parents=True)
-    cfg = main.parse_config(["--data_dir", str(tmp_path / "cells"), "--canvas", "12"])
+    cfg = main.parse_config(["--data_dir", str(tmp_path / "cells"), "--canvas", "12",
+                             "--model", "unet"])
     assert cfg.canvas == 12
     with pytest.raises(UsageError, match="do not fit a 12-pixel canvas"):
-        main.parse_config(["--canvas", "12"])  # digits of 14 pixels
+        main.parse_config(["--canvas", "12", "--model", "unet"])  # digits of 14 pixels
 
 
 def test_scoring_a_real_run_on_the_synthetic_stand_in_reads_no_folder(tmp_path):

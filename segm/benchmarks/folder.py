@@ -1,9 +1,10 @@
 """`benchmark.py folder`: a folder of generator scenes, trained on and read as any folder is.
 
 It writes --pairs scenes as PNG files (3 classes: background, digits 0-4, digits 5-9),
-trains main.py's default model on them, scores its held-out split through the folder
-path and through the generator's arrays, times the folder reader against a training
-step, and writes folder_benchmark.md in --out_dir; the run is in --out_dir/folder/run.
+trains main.py's model (--model, or its default) on them, scores its held-out split
+through the folder path and through the generator's arrays, times the folder reader
+against a training step, and writes folder_benchmark.md in --out_dir; the run is in
+--out_dir/folder/run.
 """
 import json
 import shutil
@@ -41,8 +42,8 @@ def write_scenes(args, folder, datagen):
 
 
 def run(args, trio):
-    """Train main.py's default model on a folder of scenes; score its held-out split through
-    the folder path and through the generator's arrays; time the folder reader."""
+    """Train main.py's model on a folder of scenes; score its held-out split through the
+    folder path and through the generator's arrays; time the folder reader."""
     from segm import folders, predict
     out = Path(args.out_dir) / "folder"
     scenes, run_dir = out / "scenes", out / "run"
@@ -51,7 +52,8 @@ def run(args, trio):
     command = [sys.executable, str(trio.main_py), "--data_dir", str(scenes), "--canvas",
                str(args.canvas), "--steps", str(args.steps), "--eval_every",
                str(args.steps // 5), "--batch_size", str(args.batch_size), "--out_dir",
-               str(run_dir), "--overwrite", *([] if args.augment else ["--no-augment"])]
+               str(run_dir), "--overwrite", *([] if args.augment else ["--no-augment"]),
+               *(["--model", args.model] if args.model else [])]
     print("$ " + " ".join(command[1:]))
     began = time.perf_counter()
     done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -47,6 +47,7 @@ BATCH_SIZE = 64            # global batch, split evenly across replicas
 STEPS = 500                # optimizer steps; 500 x 64 is the seed repository's budget
 LEARNING_RATE = 3e-3       # Adam's peak rate, reached after a short warm-up, then cosine-decayed
 CLIP_NORM = 1.0            # per-weight gradient clipping (0: off): one bad batch cannot wreck a run
+WEIGHT_DECAY = 0.0         # AdamW's decoupled decay, w -= rate x decay x w each step (0: off)
 DICE_WEIGHT = 1.0          # digits cover ~4% of pixels; soft Dice keeps them from being ignored
 EVAL_EVERY = 100           # steps between checkpoints, log rows and learning-curve points
 SEED = 0                   # weights and training data; the same seed gives the same numbers
@@ -92,7 +93,8 @@ def compile_model(model, cfg):
         tracked.insert(0, keras.metrics.IoU(2, [1], sparse_y_pred=False, name="fg_iou",
                                             ignore_class=readers.IGNORE))
     loss = model_lib.SegmentationLoss(cfg.num_classes, cfg.dice_weight)
-    optimizer = keras.optimizers.Adam(schedule, clipnorm=cfg.clip_norm or None)
+    optimizer = keras.optimizers.Adam(schedule, clipnorm=cfg.clip_norm or None,
+                                      weight_decay=cfg.weight_decay or None)
     model.compile(optimizer, loss, metrics=tracked)
 
 

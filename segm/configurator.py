@@ -15,7 +15,7 @@ EXPORT_FORMATS = ("savedmodel", "onnx")  # --export's; ONNX needs requirements-o
 POSITIVE = ("batch_size", "steps", "eval_every", "eval_images", "canvas", "digit_size",
             "digits_per_image", "sample_rows", "learning_rate", "digit_scale_min",
             "worker_timeout")
-NON_NEGATIVE = ("clip_norm", "dice_weight", "seed", "test_seed", "cpu_devices")
+NON_NEGATIVE = ("clip_norm", "weight_decay", "dice_weight", "seed", "test_seed", "cpu_devices")
 MODES = ("resume", "evaluate", "predict", "export", "overwrite")
 # What the images and the test set are: a run's config.json fixes them for --evaluate.
 DATA_SETTINGS = ("data_dir", "source", "num_classes", "canvas", "digit_size", "digits_per_image",

@@ -38,6 +38,7 @@ def test_bad_flags_are_one_clear_sentence(argv, words):
     (["--learning_rate", "nan"], ["--learning_rate must be a finite number"]),
     (["--digit_scale_max", "inf"], ["--digit_scale_max must be a finite number"]),
     (["--clip_norm", "-1"], ["--clip_norm must be zero or more"]),
+    (["--weight_decay", "-0.1"], ["--weight_decay must be zero or more"]),
     (["--seed", "-1"], ["--seed must be zero or more"]),
     (["--dice_weight", "-0.5"], ["--dice_weight must be zero or more"]),
     (["--steps", "0"], ["--steps must be positive"]),

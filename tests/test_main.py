@@ -56,6 +56,20 @@ def test_nan_guard_keeps_the_run_alive(tmp_path):
     assert all(np.isfinite(w).all() for w in reloaded.get_weights())
 
 
+@pytest.mark.parametrize("decay", [0.0, 0.5])
+def test_weight_decay_shrinks_each_weight_by_rate_times_decay(decay):
+    cfg = main.parse_config(TINY + ["--weight_decay", str(decay), "--learning_rate", "0.2"])
+    net = model.build_model("fcn", 2, 16, 16)
+    main.compile_model(net, cfg)
+    before = [w.numpy() for w in net.trainable_variables]
+    # Zero gradients: Adam's own step is 0/(0 + eps) = 0, so only the decay moves a weight.
+    net.optimizer.apply_gradients([(np.zeros_like(w), v) for w, v in
+                                   zip(before, net.trainable_variables)])
+    rate = cfg.learning_rate / 10  # the warm-up's first rate
+    for old, new in zip(before, net.trainable_variables):
+        np.testing.assert_allclose(new.numpy(), old * (1 - rate * decay), rtol=1e-5, atol=1e-7)
+
+
 # ---- a run describes itself -----------------------------------------------------
 
 @pytest.mark.slow

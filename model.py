@@ -298,14 +298,14 @@ def hybrid(num_classes, height, width):
     return keras.Model(inputs, outputs, name="hybrid")
 
 
-def _region_model(name, graph, make_layer, depth, context, num_classes, height, width):
-    """SLIC region graphs (regions.py), about 227 nodes per 32x32 image, and `depth` residual
-    graph layers of 64 channels on them (segm/region_layers.py), painted back to pixels; with
-    context, each image's readout (RegionContext) after every second layer too. Features:
-    regions.FEATURES, standardised by batch norm."""
+def _region_model(name, graph, make_layer, depth, context, num_classes, height, width, shape=0):
+    """SLIC region graphs (regions.py), ~227 nodes per 32x32 image, `depth` residual graph layers
+    of 64 channels (segm/region_layers.py), painted back to pixels; with context, each image's
+    readout (RegionContext) after every second layer; node features regions.FEATURES (and
+    SHAPE_FEATURES with shape), standardised by batch norm."""
     inputs = keras.Input((height, width, 3))
     labels, matrix = graph(inputs)                                    # (B, H, W), sparse
-    x = RegionFeatures()([inputs, labels])                            # (N, 9)
+    x = RegionFeatures(shape)([inputs, labels])                       # (N, 9 or 14)
     x = keras.layers.Dense(64)(keras.layers.BatchNormalization(momentum=0.9)(x))
     for layer in range(depth):
         x = keras.layers.Add()([x, _bn_relu(make_layer()([x, matrix]))])  # (N, 64)
@@ -327,26 +327,26 @@ def regions(num_classes, height, width):
                          4, False, num_classes, height, width)
 
 
-def _spline_regions(name, pseudo, num_classes, height, width):
-    """6 SplineConv layers on 3x3 knots (or 3 distances) over 3 pixels, the typical spacing of
-    neighbouring regions' centroids (median 2.3, 90% within 3.9), and each image's context.
-    Six, not regions' four: each reaches one region (~2.3 pixels) further, and the parts of
-    a 14-pixel digit must hear from each other to agree on which it is."""
+def _spline_regions(name, pseudo, depth, shape, num_classes, height, width):
+    """SplineConv layers on 3x3 knots (or 3 distances) over 3 pixels, the typical spacing of
+    neighbouring centroids (median 2.3, 90% within 3.9), and each image's context."""
     graph = RegionGraph(pseudo=pseudo, size=3, radius=3.0)
     return _region_model(name, graph, lambda: SplineConv(64, graph.kernels, use_bias=False),
-                         6, True, num_classes, height, width)
+                         depth, True, num_classes, height, width, shape)
 
 
 def regions_offset(num_classes, height, width):
     """SplineConv on region graphs, weighing each neighbour by its centroid's offset (dy, dx)
-    (edge_geometry.py): it sees direction, as dgcn does on the grid."""
-    return _spline_regions("regions_offset", "offset", num_classes, height, width)
+    (edge_geometry.py): it sees direction, as dgcn does on the grid. Four layers, on each
+    region's shape and bright side too (regions.SHAPE_FEATURES): where a stroke lies inside
+    a region is direction at a finer scale than the graph's."""
+    return _spline_regions("regions_offset", "offset", 4, True, num_classes, height, width)
 
 
 def regions_distance(num_classes, height, width):
-    """As regions_offset, on the centroids' distance alone: blind to direction, so rotation
-    invariant."""
-    return _spline_regions("regions_distance", "distance", num_classes, height, width)
+    """SplineConv on the centroids' distance alone: blind to direction, so rotation invariant.
+    Six layers on regions.FEATURES only (the shape features have a direction)."""
+    return _spline_regions("regions_distance", "distance", 6, False, num_classes, height, width)
 
 
 BUILDERS = {"fcn": fcn, "unet": unet, "unet_fused": unet_fused, "gcn": gcn, "cheb": cheb,

@@ -7,7 +7,7 @@ by the model itself for images it has not seen (scoring, prediction):
 
     RegionGraph       images -> each pixel's node (B, H, W), and L~ (N, N) or the
                       spline bases (N*K, N) of edge_geometry.py, sparse; numpy
-    RegionFeatures    regions.region_features of every node, in TensorFlow: (N, 9)
+    RegionFeatures    regions.region_features of every node, in TensorFlow: (N, 9 or 14)
     RegionChebConv    ChebConv with the batch's L~: (N, C) -> (N, units)
     SplineConv        messages weighted by each edge's geometry: (N, C) -> (N, units)
     PaintRegions      each pixel takes its node's values: (N, K) -> (B, H, W, K)
@@ -153,7 +153,12 @@ class RegionGraph(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="segm")
 class RegionFeatures(keras.layers.Layer):
     """regions.region_features in TensorFlow: [images (B, H, W, C), labels (B, H, W)] ->
-    (N, 2C + 3) mean colour, colour std, centroid (y, x) in (0, 1), share of the image."""
+    (N, 2C + 3) mean colour, colour std, centroid (y, x) in (0, 1), share of the image;
+    with shape, then (N, 5) more: regions.SHAPE_FEATURES."""
+
+    def __init__(self, shape=False, **kwargs):
+        super().__init__(**kwargs)
+        self.shape = bool(shape)
 
     def call(self, inputs):
         images, labels = inputs
@@ -174,11 +179,22 @@ class RegionFeatures(keras.layers.Layer):
         xs = (tf.range(w) + 0.5) / w
         grid = tf.stack(tf.meshgrid(ys, xs, indexing="ij"), axis=-1)          # (H, W, 2)
         grid = tf.reshape(tf.broadcast_to(grid, (shape[0], shape[1], shape[2], 2)), (-1, 2))
+        centroid = means(grid)
         size = tf.math.unsorted_segment_sum(tf.ones_like(flat, images.dtype), flat, n) / (h * w)
-        return tf.concat([mean, spread, means(grid), size[:, None]], axis=1)
+        columns = [mean, spread, centroid, size[:, None]]
+        if self.shape:
+            d = (grid - tf.gather(centroid, flat)) * tf.stack([h, w])         # pixels
+            brightness = tf.reduce_mean(colours, axis=1, keepdims=True)
+            brightness -= tf.gather(means(brightness), flat)
+            columns += [means(tf.stack([d[:, 0] ** 2, d[:, 0] * d[:, 1], d[:, 1] ** 2], 1)),
+                        means(brightness * d)]
+        return tf.concat(columns, axis=1)
 
     def compute_output_shape(self, input_shape):
-        return (None, 2 * input_shape[0][-1] + 3)
+        return (None, 2 * input_shape[0][-1] + 3 + 5 * self.shape)
+
+    def get_config(self):
+        return {**super().get_config(), "shape": self.shape}
 
 
 def sparse_product(matrix, x, symmetric=False):

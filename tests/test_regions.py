@@ -133,6 +133,35 @@ def test_features_match_a_loop_over_regions():
                                pooling @ image.reshape(-1, 3), rtol=1e-5)
 
 
+def test_shape_features_match_a_loop_over_regions():
+    h, w = 6, 8
+    labels, image = random_labels(h, w, 7, 6), RNG.uniform(size=(h, w, 3))
+    features = regions.region_features(image, labels, shape=True)
+    columns = len(regions.FEATURES) + len(regions.SHAPE_FEATURES)
+    assert features.shape == (labels.max() + 1, columns)
+    np.testing.assert_array_equal(features[:, :len(regions.FEATURES)],
+                                  regions.region_features(image, labels))
+    for r in range(labels.max() + 1):
+        ys, xs = np.nonzero(labels == r)
+        dy, dx = ys - ys.mean(), xs - xs.mean()                       # pixels from the centroid
+        bright = image[ys, xs].mean(axis=1)
+        bright = bright - bright.mean()
+        expected = [np.mean(dy * dy), np.mean(dy * dx), np.mean(dx * dx),
+                    np.mean(bright * dy), np.mean(bright * dx)]
+        np.testing.assert_allclose(features[r, len(regions.FEATURES):], expected, atol=1e-5)
+
+
+def test_shape_features_by_hand():
+    # a 2x2 region lit at its bottom right, and a 1x3 bar along x, dark
+    labels = np.array([[0, 0, 1, 1, 1], [0, 0, 2, 2, 2]])
+    image = np.zeros((2, 5, 3))
+    image[1, 1] = 1.0
+    shape = regions.region_features(image, labels, shape=True)[:, len(regions.FEATURES):]
+    # brightness 1 - 1/4 at offset (1/2, 1/2), -1/4 at the other three: mean (1/8, 1/8)
+    np.testing.assert_allclose(shape[0], [0.25, 0, 0.25, 0.125, 0.125], atol=1e-7)
+    np.testing.assert_allclose(shape[1], [0, 0, 2 / 3, 0, 0], atol=1e-7)
+
+
 def test_centroid_of_whole_image_is_its_centre():
     features = regions.region_features(np.ones((5, 4, 3)), np.zeros((5, 4), int))
     np.testing.assert_allclose(features[0], [1, 1, 1, 0, 0, 0, 0.5, 0.5, 1], atol=1e-6)

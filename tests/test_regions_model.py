@@ -94,15 +94,19 @@ def test_features_equal_regions_py_and_have_finite_gradients():
     labels[0, 0, 0] = labels[0].max() + 1                    # a one-pixel region: std 0
     labels = np.stack([np.unique(one, return_inverse=True)[1].reshape(one.shape)
                        for one in labels])
-    expected = np.concatenate([regions.region_features(image, one)
-                               for image, one in zip(images, labels)])
-    x = tf.constant(images)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        features = region_layers.RegionFeatures()([x, tf.constant(regions.stacked(labels))])
-        total = tf.reduce_sum(features)
-    np.testing.assert_allclose(features.numpy(), expected, atol=1e-5)
-    assert np.isfinite(tape.gradient(total, x).numpy()).all()
+    for shape in (False, True):
+        expected = np.concatenate([regions.region_features(image, one, shape)
+                                   for image, one in zip(images, labels)])
+        x = tf.constant(images)
+        layer = region_layers.RegionFeatures(shape)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            features = layer([x, tf.constant(regions.stacked(labels))])
+            total = tf.reduce_sum(features)
+        np.testing.assert_allclose(features.numpy(), expected, atol=1e-5)
+        assert np.isfinite(tape.gradient(total, x).numpy()).all()
+        assert layer.compute_output_shape([images.shape, labels.shape])[-1] == expected.shape[1]
+        assert type(layer).from_config(layer.get_config()).shape == shape
 
 
 def test_symmetric_matmul_and_its_gradient_equal_the_dense_product():

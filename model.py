@@ -298,9 +298,9 @@ def hybrid(num_classes, height, width):
     return keras.Model(inputs, outputs, name="hybrid")
 
 
-def _region_model(name, graph, make_layer, depth, context, num_classes, height, width, shape=0):
+def _region_model(name, graph, make_layer, depth, heads, num_classes, height, width, shape=0):
     """SLIC region graphs (regions.py), ~227 nodes per 32x32 image, `depth` residual graph layers
-    of 64 channels (segm/region_layers.py), painted back to pixels; with context, each image's
+    of 64 channels (segm/region_layers.py), painted back to pixels; with heads > 0, each image's
     readout (RegionContext) after every second layer; node features regions.FEATURES (and
     SHAPE_FEATURES with shape), standardised by batch norm."""
     inputs = keras.Input((height, width, 3))
@@ -309,8 +309,8 @@ def _region_model(name, graph, make_layer, depth, context, num_classes, height, 
     x = keras.layers.Dense(64)(keras.layers.BatchNormalization(momentum=0.9)(x))
     for layer in range(depth):
         x = keras.layers.Add()([x, _bn_relu(make_layer()([x, matrix]))])  # (N, 64)
-        if context and layer % 2:
-            x = keras.layers.Add()([x, _bn_relu(RegionContext()([x, labels]))])
+        if heads and layer % 2:
+            x = keras.layers.Add()([x, _bn_relu(RegionContext(heads)([x, labels]))])
     x = keras.layers.Dense(num_classes)(x)                            # (N, K)
     outputs = PaintRegions()([x, labels])                             # (B, H, W, K)
     return keras.Model(inputs, outputs, name=name)
@@ -324,29 +324,29 @@ def regions(num_classes, height, width):
     GraphConv's one low-pass Â only averages them away.
     """
     return _region_model("regions", RegionGraph(), lambda: RegionChebConv(64, 3, use_bias=False),
-                         4, False, num_classes, height, width)
+                         4, 0, num_classes, height, width)
 
 
-def _spline_regions(name, pseudo, depth, shape, num_classes, height, width):
+def _spline_regions(name, pseudo, depth, heads, shape, num_classes, height, width):
     """SplineConv layers on 3x3 knots (or 3 distances) over 3 pixels, the typical spacing of
     neighbouring centroids (median 2.3, 90% within 3.9), and each image's context."""
     graph = RegionGraph(pseudo=pseudo, size=3, radius=3.0)
     return _region_model(name, graph, lambda: SplineConv(64, graph.kernels, use_bias=False),
-                         depth, True, num_classes, height, width, shape)
+                         depth, heads, num_classes, height, width, shape)
 
 
 def regions_offset(num_classes, height, width):
     """SplineConv on region graphs, weighing each neighbour by its centroid's offset (dy, dx)
     (edge_geometry.py): it sees direction, as dgcn does on the grid. Four layers, on each
-    region's shape and bright side too (regions.SHAPE_FEATURES): where a stroke lies inside
-    a region is direction at a finer scale than the graph's."""
-    return _spline_regions("regions_offset", "offset", 4, True, num_classes, height, width)
+    region's shape and bright side (regions.SHAPE_FEATURES), with a 4-head context: where a
+    stroke lies in a region is direction at a finer scale; the heads, the digit's parts."""
+    return _spline_regions("regions_offset", "offset", 4, 4, True, num_classes, height, width)
 
 
 def regions_distance(num_classes, height, width):
     """SplineConv on the centroids' distance alone: blind to direction, so rotation invariant.
     Six layers on regions.FEATURES only (the shape features have a direction)."""
-    return _spline_regions("regions_distance", "distance", 6, False, num_classes, height, width)
+    return _spline_regions("regions_distance", "distance", 6, 1, 0, num_classes, height, width)
 
 
 BUILDERS = {"fcn": fcn, "unet": unet, "unet_fused": unet_fused, "gcn": gcn, "cheb": cheb,

@@ -306,17 +306,27 @@ class SplineConv(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="segm")
 class RegionContext(keras.layers.Layer):
-    """Each image's attention readout, sent back to its nodes: [X (N, C), labels (B, H, W)]
-    -> (N, C), g_b = sum_i softmax_b(X_i a) X_i over image b's nodes, then g_b W for each.
+    """Each image's attention readouts, sent back to its nodes: [X (N, C), labels (B, H, W)]
+    -> (N, C). Head h reads g_bh = sum_i softmax_b(X_i a_h) X_i over image b's nodes; the
+    heads' readouts side by side, [g_b1 .. g_bH] W, go to each of b's nodes.
 
     The global block of a graph network (Battaglia et al. 2018), ParseNet's image-level
     context on a graph: a region far from the rest of its digit learns what the digit is.
+    With several heads (multi-head attention pooling, as the Set Transformer's PMA, Lee et
+    al. 2019), each can attend to another part of the digit, so the readout keeps more of
+    its shape than one weighted mean can.
     """
+
+    def __init__(self, heads=1, **kwargs):
+        super().__init__(**kwargs)
+        if int(heads) < 1:
+            raise ValueError(f"heads must be an integer >= 1, got {heads!r}.")
+        self.heads = int(heads)
 
     def build(self, input_shape):
         c = input_shape[0][-1]
-        self.score = self.add_weight((c, 1), "glorot_uniform", name="score")
-        self.kernel = self.add_weight((c, c), "glorot_uniform", name="kernel")
+        self.score = self.add_weight((c, self.heads), "glorot_uniform", name="score")
+        self.kernel = self.add_weight((self.heads * c, c), "glorot_uniform", name="kernel")
 
     def call(self, inputs):
         x, labels = inputs
@@ -324,15 +334,18 @@ class RegionContext(keras.layers.Layer):
         pixels_image = tf.broadcast_to(tf.range(b)[:, None, None], tf.shape(labels))
         image = tf.math.unsorted_segment_max(tf.reshape(pixels_image, (-1,)),
                                              tf.reshape(labels, (-1,)), n)     # (N,)
-        score = (x @ self.score)[:, 0]
+        score = x @ self.score                                                # (N, heads)
         score -= tf.gather(tf.math.unsorted_segment_max(score, image, b), image)  # stable
         weight = tf.exp(score)
         weight /= tf.gather(tf.math.unsorted_segment_sum(weight, image, b), image)
-        readout = tf.math.unsorted_segment_sum(weight[:, None] * x, image, b)    # (B, C)
-        return tf.gather(readout @ self.kernel, image)
+        readout = tf.math.unsorted_segment_sum(weight[:, :, None] * x[:, None, :], image, b)
+        return tf.gather(tf.reshape(readout, (b, -1)) @ self.kernel, image)  # (B, heads*C)
 
     def compute_output_shape(self, input_shape):
         return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "heads": self.heads}
 
 
 @keras.saving.register_keras_serializable(package="segm")

@@ -191,21 +191,26 @@ def test_a_region_model_trains_a_step_with_graphs_from_the_pipeline():
     assert model.graph_builder(model.build_model("unet", 2, 16, 16)) is None
 
 
-def test_region_context_is_each_images_softmax_readout():
+@pytest.mark.parametrize("heads", [1, 3])
+def test_region_context_is_each_images_softmax_readout(heads):
     rng = np.random.default_rng(12)
     labels = regions.stacked(np.stack([rng.integers(0, 3, (4, 4)) for _ in range(2)]))
     labels = np.unique(labels, return_inverse=True)[1].reshape(labels.shape)  # nodes 0..N-1
     n = labels.max() + 1
     x = rng.standard_normal((n, 3)).astype(np.float32)
-    layer = region_layers.RegionContext()
+    layer = region_layers.RegionContext(heads)
     layer.build([(None, 3), None])
-    score, kernel = rng.standard_normal((3, 1)), rng.standard_normal((3, 3))
+    score, kernel = rng.standard_normal((3, heads)), rng.standard_normal((heads * 3, 3))
     layer.score.assign(score)
     layer.kernel.assign(kernel)
     expected = np.zeros((n, 3))
     for b in range(2):
         nodes = np.unique(labels[b])
-        w = np.exp(x[nodes] @ score[:, 0])
-        expected[nodes] = (w / w.sum()) @ x[nodes] @ kernel
+        readouts = []
+        for h in range(heads):                                    # each head's weighted mean
+            w = np.exp(x[nodes] @ score[:, h])
+            readouts.append((w / w.sum()) @ x[nodes])
+        expected[nodes] = np.concatenate(readouts) @ kernel
     got = layer([tf.constant(x), tf.constant(labels.astype(np.int32))]).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert type(layer).from_config(layer.get_config()).heads == heads

@@ -301,13 +301,17 @@ def hybrid(num_classes, height, width):
 def _region_model(name, graph, make_layer, depth, heads, num_classes, height, width, shape=0):
     """SLIC region graphs (regions.py), ~227 nodes per 32x32 image, `depth` residual graph layers
     of 64 channels (segm/region_layers.py), painted back to pixels; with heads > 0, each image's
-    readout (RegionContext) after every second layer; node features regions.FEATURES (and
-    SHAPE_FEATURES with shape), standardised by batch norm."""
+    readout (RegionContext) after every second layer. Node features regions.FEATURES, batch
+    normed; with shape, SHAPE_FEATURES too, read by the first graph layer itself (as a CNN's
+    first convolution reads the pixels), at a fifth of the cost of a 64-channel layer."""
     inputs = keras.Input((height, width, 3))
     labels, matrix = graph(inputs)                                    # (B, H, W), sparse
-    x = RegionFeatures(shape)([inputs, labels])                       # (N, 9 or 14)
-    x = keras.layers.Dense(64)(keras.layers.BatchNormalization(momentum=0.9)(x))
-    for layer in range(depth):
+    features = RegionFeatures(shape)([inputs, labels])                # (N, 9 or 14)
+    features = keras.layers.BatchNormalization(momentum=0.9)(features)
+    x = keras.layers.Dense(64)(features)
+    if shape:
+        x = keras.layers.Add()([x, _bn_relu(make_layer()([features, matrix]))])
+    for layer in range(int(bool(shape)), depth):
         x = keras.layers.Add()([x, _bn_relu(make_layer()([x, matrix]))])  # (N, 64)
         if heads and layer % 2:
             x = keras.layers.Add()([x, _bn_relu(RegionContext(heads)([x, labels]))])
@@ -317,12 +321,9 @@ def _region_model(name, graph, make_layer, depth, heads, num_classes, height, wi
 
 
 def regions(num_classes, height, width):
-    """Chebyshev filters (K=3) on region graphs: isotropic, they see no direction.
-
-    ChebConv, as in gunet: each layer weighs X, L~X and T_2 X apart, so it can tell a
-    region from its neighbours (a high-pass X - ÂX), which a digit's stroke needs;
-    GraphConv's one low-pass Â only averages them away.
-    """
+    """Chebyshev filters (K=3) on region graphs: isotropic, they see no direction. ChebConv, as
+    in gunet: each layer weighs X, L~X and T_2 X apart, so it can tell a region from its
+    neighbours (a high-pass X - ÂX), which a digit's stroke needs; GraphConv's Â averages."""
     return _region_model("regions", RegionGraph(), lambda: RegionChebConv(64, 3, use_bias=False),
                          4, 0, num_classes, height, width)
 
@@ -337,15 +338,14 @@ def _spline_regions(name, pseudo, depth, heads, shape, num_classes, height, widt
 
 def regions_offset(num_classes, height, width):
     """SplineConv on region graphs, weighing each neighbour by its centroid's offset (dy, dx)
-    (edge_geometry.py): it sees direction, as dgcn does on the grid. Four layers, on each
-    region's shape and bright side (regions.SHAPE_FEATURES), with a 4-head context: where a
-    stroke lies in a region is direction at a finer scale; the heads, the digit's parts."""
-    return _spline_regions("regions_offset", "offset", 4, 4, True, num_classes, height, width)
+    (edge_geometry.py): it sees direction, as dgcn does on the grid. Three layers, the first on
+    each region's shape and bright side (regions.SHAPE_FEATURES), then an 8-head context: where
+    a stroke lies in a region is direction at a finer scale; the heads, the digit's parts."""
+    return _spline_regions("regions_offset", "offset", 3, 8, True, num_classes, height, width)
 
 
 def regions_distance(num_classes, height, width):
-    """SplineConv on the centroids' distance alone: blind to direction, so rotation invariant.
-    Six layers on regions.FEATURES only (the shape features have a direction)."""
+    """SplineConv on centroid distances: blind to direction, so rotation invariant (no shape)."""
     return _spline_regions("regions_distance", "distance", 6, 1, 0, num_classes, height, width)
 
 

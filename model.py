@@ -298,7 +298,7 @@ def hybrid(num_classes, height, width):
     return keras.Model(inputs, outputs, name="hybrid")
 
 
-def _region_model(name, graph, make_layer, depth, heads, num_classes, height, width, shape=0):
+def _region_model(name, graph, make_layer, depth, heads, num_classes, height, width, shape=False):
     """SLIC region graphs (regions.py), ~227 nodes per 32x32 image, `depth` residual graph layers
     of 64 channels (segm/region_layers.py), painted back to pixels; with heads > 0, each image's
     readout (RegionContext) after every second layer. Node features regions.FEATURES, batch
@@ -339,14 +339,14 @@ def _spline_regions(name, pseudo, depth, heads, shape, num_classes, height, widt
 def regions_offset(num_classes, height, width):
     """SplineConv on region graphs, weighing each neighbour by its centroid's offset (dy, dx)
     (edge_geometry.py): it sees direction, as dgcn does on the grid. Three layers, the first on
-    each region's shape and bright side (regions.SHAPE_FEATURES), then an 8-head context: where
-    a stroke lies in a region is direction at a finer scale; the heads, the digit's parts."""
+    each region's shape and bright side (regions.SHAPE_FEATURES), an 8-head context after the
+    second: where a stroke lies in a region is direction at a finer scale; heads, the parts."""
     return _spline_regions("regions_offset", "offset", 3, 8, True, num_classes, height, width)
 
 
 def regions_distance(num_classes, height, width):
     """SplineConv on centroid distances: blind to direction, so rotation invariant (no shape)."""
-    return _spline_regions("regions_distance", "distance", 6, 1, 0, num_classes, height, width)
+    return _spline_regions("regions_distance", "distance", 6, 1, False, num_classes, height, width)
 
 
 BUILDERS = {"fcn": fcn, "unet": unet, "unet_fused": unet_fused, "gcn": gcn, "cheb": cheb,

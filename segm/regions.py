@@ -97,9 +97,9 @@ def region_features(image, labels, shape=False):
         moments  mean over its pixels p of d d^T, d = p - centroid in pixels: (yy, xy, xx)
         bright   mean of (l_p - mean l) d, l a pixel's brightness (its channels' mean)
 
-    A stroke one or two pixels wide crosses regions of ~4.5 pixels, so where in a region it lies is
-    the stroke's shape at a finer scale than the graph's. Size is the region's share of
-    the image's pixels.
+    A stroke one or two pixels wide crosses regions of ~4.5 pixels, so where in a region it
+    lies is the stroke's shape at a finer scale than the graph's. Size is the region's share
+    of the image's pixels.
     """
     h, w, c = image.shape
     flat = labels.ravel()

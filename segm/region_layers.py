@@ -266,8 +266,9 @@ class SplineConv(keras.layers.Layer):
     is DirectionalGraphConv: kernel k = (dy + 1) * 3 + dx + 1 is direction (dy, dx)'s.
     separable: W_k = diag(a_k) W, a per-channel weight a_k (C,) per kernel and one W
     (C, units), as a depthwise 3x3 convolution followed by a 1x1 one is on the grid:
-    K*C + C*units weights instead of K*C*units. Not faster here: the sparse product's
-    N*K*C shares, not the matmul, cost the most.
+    K*C + C*units weights instead of K*C*units. Not faster here: its product and sum over
+    the N*K*C shares cost what the matmul it saves did (20 ms either way, forward and
+    backward, 15k nodes of 64 channels; the full layer's matmuls take 13.6 of its 18.5 ms).
     """
 
     def __init__(self, units, kernels, use_bias=True, separable=False, **kwargs):

@@ -233,7 +233,7 @@ def tiny_batch():
     return images, masks
 
 
-@pytest.mark.slow  # regions_distance is regions_offset on other bases (test_edge_geometry.py)
+@pytest.mark.slow  # regions_distance: its layers are tested in test_edge_geometry.py
 @pytest.mark.parametrize("name", [name for name in model.MODELS if name != "regions_distance"])
 def test_model_learns_and_reloads(name, tiny_batch, tmp_path):
     images, masks = tiny_batch

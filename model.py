@@ -339,7 +339,7 @@ def _spline_regions(name, pseudo, depth, heads, shape, num_classes, height, widt
 def regions_offset(num_classes, height, width):
     """SplineConv on region graphs, weighing each neighbour by its centroid's offset (dy, dx)
     (edge_geometry.py): it sees direction, as dgcn does on the grid. Three layers, the first on
-    the features with each region's shape and bright side (SHAPE_FEATURES), an 8-head context after the
+    all features, SHAPE_FEATURES (shape, bright side) too; an 8-head context after the
     second: where a stroke lies in a region is direction at a finer scale; heads, the parts."""
     return _spline_regions("regions_offset", "offset", 3, 8, True, num_classes, height, width)
 

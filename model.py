@@ -1,25 +1,23 @@
 """Segmentation networks: a CNN baseline, a U-Net and convolutions on the pixel grid graph.
 
-Every pixel of an H x W image is a node; edges join 4- or 8-neighbours. The
-graph is built once by graphs.py with scipy.sparse (never a dense (H*W)^2
-matrix) and used by three layers:
+Every pixel of an H x W image is a node; edges join 4- or 8-neighbours. The graph is built
+once by graphs.py with scipy.sparse (never a dense (H*W)^2 matrix) and used by three layers:
 
     GraphConv             Y = Â X W + b, Â = D~^-1/2 (A + I) D~^-1/2 (Kipf & Welling)
     ChebConv              Y = sum_k T_k(L~) X W_k + b (Defferrard et al.)
     DirectionalGraphConv  Y = X W_self + sum_d A_d X W_d + b, one weight per direction
 
-The sparse product is the definition and the general path. On a grid every
-one of these matrices only links a pixel to its 3x3 neighbourhood, so each
-layer also has an exact stencil fast path made of dense ops (a fixed depthwise
-convolution, or conv2d for the directional layer); tests prove the two equal.
+The sparse product is the definition and the general path. On a grid every one of these
+matrices only links a pixel to its 3x3 neighbourhood, so each layer also has an exact stencil
+fast path of dense ops (a fixed depthwise convolution, or conv2d for the directional layer);
+tests prove the two equal.
 
 Two more layer families live beneath, one file each: the graph U-Net's Graclus pyramid
 (segm/pyramid_layers.py) and SLIC region graphs (segm/region_layers.py; edge geometry in
 segm/edge_geometry.py). Importing this file registers them and the loss (segm/losses.py),
 so load_model needs nothing else.
 
-`python model.py [NAME ...]` prints the named models' summaries and every model's
-parameter count.
+`python model.py [NAME ...]` prints the named models' summaries and every model's parameters.
 """
 import sys
 
@@ -265,12 +263,10 @@ def _cheb_block(x, units, height, width, level):
 
 def gunet(num_classes, height, width):
     """The U-Net on graphs: Chebyshev blocks on three pyramid levels, Graclus pooling, skips.
-
-    ChebConv, because with K=3 each layer has its own weight for X, L~X and T_2 X, so
-    it can learn high-pass filters (edges: X - ÂX) that GraphConv's single low-pass Â
-    cannot; DirectionalGraphConv needs edge directions, which coarse graphs lack.
-    Only the two reshapes know the pixel grid.
-    """
+    ChebConv, because with K=3 each layer has its own weight for X, L~X and T_2 X, so it can
+    learn high-pass filters (edges: X - ÂX) that GraphConv's single low-pass Â cannot;
+    DirectionalGraphConv needs edge directions, which coarse graphs lack. Only the two
+    reshapes know the pixel grid."""
     inputs = keras.Input((height, width, 3))
     x = keras.layers.Reshape((height * width, 3))(inputs)            # (B, N, 3)
     skips = []
@@ -298,55 +294,62 @@ def hybrid(num_classes, height, width):
     return keras.Model(inputs, outputs, name="hybrid")
 
 
-def _region_model(name, graph, make_layer, depth, heads, num_classes, height, width, shape=False):
-    """SLIC region graphs (regions.py), ~227 nodes per 32x32 image, `depth` residual graph layers
-    of 64 channels (segm/region_layers.py), painted back to pixels; with heads > 0, each image's
+def _region_model(name, graph, layers, heads, num_classes, height, width, shape=False):
+    """SLIC region graphs (regions.py), ~227 nodes per 32x32 image, residual layers (each
+    layers[i](x, matrices) of 64 channels), painted back to pixels; with heads, each image's
     readout (RegionContext) after every second layer. Node features regions.FEATURES, batch
-    normed; with shape, SHAPE_FEATURES too, read by the first graph layer itself (as a CNN's
-    first convolution reads the pixels), at a fifth of the cost of a 64-channel layer."""
+    normed; with shape, SHAPE_FEATURES too, read by the first layer itself as a CNN's reads
+    the pixels."""
     inputs = keras.Input((height, width, 3))
-    labels, matrix = graph(inputs)                                    # (B, H, W), sparse
+    labels, *matrices = graph(inputs)                                 # (B, H, W), sparse
     features = RegionFeatures(shape)([inputs, labels])                # (N, 9 or 14)
     features = keras.layers.BatchNormalization(momentum=0.9)(features)
     x = keras.layers.Dense(64)(features)
-    if shape:
-        x = keras.layers.Add()([x, _bn_relu(make_layer()([features, matrix]))])
-    for layer in range(int(bool(shape)), depth):
-        x = keras.layers.Add()([x, _bn_relu(make_layer()([x, matrix]))])  # (N, 64)
-        if heads and layer % 2:
+    for i, layer in enumerate(layers):
+        y = layer(features if shape and i == 0 else x, matrices)
+        x = keras.layers.Add()([x, _bn_relu(y)])                      # (N, 64)
+        if heads and i % 2:
             x = keras.layers.Add()([x, _bn_relu(RegionContext(heads)([x, labels]))])
     x = keras.layers.Dense(num_classes)(x)                            # (N, K)
-    outputs = PaintRegions()([x, labels])                             # (B, H, W, K)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs, PaintRegions()([x, labels]), name=name)  # (B, H, W, K)
+
+
+def _chebyshev(x, matrices):
+    return RegionChebConv(64, 3, use_bias=False)([x, matrices[-1]])  # L~ comes last
 
 
 def regions(num_classes, height, width):
     """Chebyshev filters (K=3) on region graphs: isotropic, they see no direction. ChebConv, as
     in gunet: each layer weighs X, L~X and T_2 X apart, so it can tell a region from its
     neighbours (a high-pass X - ÂX), which a digit's stroke needs; GraphConv's Â averages."""
-    return _region_model("regions", RegionGraph(), lambda: RegionChebConv(64, 3, use_bias=False),
-                         4, 0, num_classes, height, width)
+    return _region_model("regions", RegionGraph(), [_chebyshev] * 4, 0, num_classes, height,
+                         width)
 
 
-def _spline_regions(name, pseudo, depth, heads, shape, num_classes, height, width):
-    """SplineConv layers on 3x3 knots (or 3 distances) over 3 pixels, the typical spacing of
-    neighbouring centroids (median 2.3, 90% within 3.9), and each image's context."""
-    graph = RegionGraph(pseudo=pseudo, size=3, radius=3.0)
-    return _region_model(name, graph, lambda: SplineConv(64, graph.kernels, use_bias=False),
-                         depth, heads, num_classes, height, width, shape)
+def _spline_regions(name, pseudo, kinds, heads, shape, num_classes, height, width):
+    """SplineConv layers ("s" in kinds) on 3x3 knots (or 3 distances) over 3 pixels, the typical
+    spacing of neighbouring centroids (median 2.3, 90% within 3.9), Chebyshev ones ("c") on
+    the same graph, and each image's context."""
+    graph = RegionGraph(pseudo=pseudo, size=3, radius=3.0, laplacian="c" in kinds)
+
+    def spline(x, matrices):
+        return SplineConv(64, graph.kernels, use_bias=False)([x, matrices[0]])
+    layers = [{"s": spline, "c": _chebyshev}[kind] for kind in kinds]
+    return _region_model(name, graph, layers, heads, num_classes, height, width, shape)
 
 
 def regions_offset(num_classes, height, width):
     """SplineConv on region graphs, weighing each neighbour by its centroid's offset (dy, dx)
-    (edge_geometry.py): it sees direction, as dgcn does on the grid. Three layers, the first on
-    all features, SHAPE_FEATURES (shape, bright side) too; an 8-head context after the
-    second: where a stroke lies in a region is direction at a finer scale; heads, the parts."""
-    return _spline_regions("regions_offset", "offset", 3, 8, True, num_classes, height, width)
+    (edge_geometry.py): it sees direction, as dgcn does on the grid. Three layers: SplineConv on
+    all features, SHAPE_FEATURES too; Chebyshev (isotropic, two hops); SplineConv. An 8-head
+    context after the second: where a stroke lies in a region is finer direction; heads, parts."""
+    return _spline_regions("regions_offset", "offset", "scs", 8, True, num_classes, height, width)
 
 
 def regions_distance(num_classes, height, width):
     """SplineConv on centroid distances: blind to direction, so rotation invariant (no shape)."""
-    return _spline_regions("regions_distance", "distance", 6, 1, False, num_classes, height, width)
+    return _spline_regions("regions_distance", "distance", "s" * 6, 1, False, num_classes, height,
+                           width)
 
 
 BUILDERS = {"fcn": fcn, "unet": unet, "unet_fused": unet_fused, "gcn": gcn, "cheb": cheb,
@@ -367,8 +370,7 @@ def build_model(name, num_classes=2, height=32, width=32):
 
 
 def graph_builder(model):
-    """A region model's RegionGraph.warm, for the input pipeline to build each batch's graphs
-    ahead of its step (pipeline.make_dataset's prepare); None for a model without one."""
+    """A region model's RegionGraph.warm, the input pipeline's prepare (see main.py); else None."""
     return next((layer.warm for layer in model.layers if isinstance(layer, RegionGraph)), None)
 
 
@@ -379,11 +381,9 @@ def load_model(path):
 
 def parameter_table(num_classes=2, height=32, width=32):
     """A markdown table of every model's parameter count."""
-    rows = ["| model | parameters |", "|---|---:|"]
-    for name in MODELS:
-        count = build_model(name, num_classes, height, width).count_params()
-        rows.append(f"| {name} | {count:,} |")
-    return "\n".join(rows)
+    return "\n".join(["| model | parameters |", "|---|---:|"] + [
+        f"| {name} | {build_model(name, num_classes, height, width).count_params():,} |"
+        for name in MODELS])
 
 
 SegmentationLoss = losses.SegmentationLoss  # the training loss; here, so a saved model loads

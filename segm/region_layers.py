@@ -75,43 +75,51 @@ class RegionGraph(keras.layers.Layer):
     labels are regions.stacked: each pixel's node, numbered across the batch. M is a
     tf.SparseTensor: with pseudo=None L~ = L - I (N, N) (lmax = 2), for RegionChebConv;
     with pseudo "offset" or "distance" the (N*K, N) spline bases of edge_geometry.py on
-    the offsets between region centroids (in pixels, over `radius`), for SplineConv. SLIC
-    is numpy (tf.numpy_function), not differentiable and not XLA-compilable; the pixel
-    values flow on through RegionFeatures.
+    the offsets between region centroids (in pixels, over `radius`), for SplineConv; with
+    a pseudo and laplacian, both: (labels, bases, L~) from one SLIC. SLIC is numpy
+    (tf.numpy_function), not differentiable and not XLA-compilable; the pixel values flow
+    on through RegionFeatures.
     """
 
     def __init__(self, n_segments=region_graphs.N_SEGMENTS,
                  compactness=region_graphs.COMPACTNESS,
                  min_size_factor=region_graphs.MIN_SIZE_FACTOR, knn=0, pseudo=None, size=3,
-                 radius=3.0, **kwargs):
+                 radius=3.0, laplacian=False, **kwargs):
         super().__init__(**kwargs)
         self.n_segments, self.compactness = int(n_segments), float(compactness)
         self.min_size_factor, self.knn = float(min_size_factor), int(knn)
         self.pseudo, self.size, self.radius = pseudo, int(size), float(radius)
+        self.laplacian = pseudo is None or bool(laplacian)
         if pseudo is not None:
             edge_geometry.check_kernel(pseudo, self.size, self.radius)
         self.kernels = 1 if pseudo is None else edge_geometry.kernel_count(pseudo, self.size)
+        # each matrix's kernels: its rows are node * kernels + kernel
+        self.blocks = (self.kernels,) * (pseudo is not None) + (1,) * self.laplacian
         self.supports_jit = False
 
     def graph(self, image):
-        """One image's (labels (H, W) int32, M's rows, cols and float32 values, nodes R)."""
+        """One image's (labels (H, W) int32, nodes R, and each matrix's rows, cols and
+        float32 values: the bases, then L~)."""
         labels = region_graphs.superpixels(image, self.n_segments, self.compactness,
                                            self.min_size_factor)
         adjacency = region_graphs.region_adjacency(labels, self.knn)
         n = adjacency.shape[0]
-        if self.pseudo is None:
-            return labels, *_entries(region_graphs.rescaled_laplacian(adjacency)), n
-        h, w = labels.shape
-        centroids = region_graphs.region_means(
-            labels, region_graphs.pixel_coordinates(h, w) * (h, w))           # pixels
-        bases = edge_geometry.spline_bases(*edge_geometry.region_edges(adjacency, centroids),
-                                           n, self.pseudo, self.size, self.radius)
-        return labels, *_entries(bases), n
+        matrices = []
+        if self.pseudo is not None:
+            h, w = labels.shape
+            centroids = region_graphs.region_means(
+                labels, region_graphs.pixel_coordinates(h, w) * (h, w))       # pixels
+            matrices.append(edge_geometry.spline_bases(
+                *edge_geometry.region_edges(adjacency, centroids), n, self.pseudo, self.size,
+                self.radius))
+        if self.laplacian:
+            matrices.append(region_graphs.rescaled_laplacian(adjacency))
+        return labels, n, [_entries(matrix) for matrix in matrices]
 
     def cached_graph(self, image):
         image = np.ascontiguousarray(image)
         key = (self.n_segments, self.compactness, self.min_size_factor, self.knn, self.pseudo,
-               self.size, self.radius, image.shape, image.dtype.str,
+               self.size, self.radius, self.laplacian, image.shape, image.dtype.str,
                hashlib.blake2b(image.tobytes(), digest_size=16).digest())
         return CACHE.get(key, lambda: self.graph(image))
 
@@ -121,33 +129,38 @@ class RegionGraph(keras.layers.Layer):
             self.cached_graph(image)
 
     def graphs(self, images):
-        """The numpy half: (stacked labels, M's (E, 2) indices and (E,) values, M's shape)."""
+        """The numpy half: stacked labels, then each matrix's (E, 2) indices, (E,) values
+        and shape."""
         parts = [self.cached_graph(image) for image in images]
-        sizes = np.array([part[4] for part in parts], np.int64)
+        sizes = np.array([part[1] for part in parts], np.int64)
         n, offsets = int(sizes.sum()), np.cumsum(sizes) - sizes
-        # Rows are node * kernels + kernel (L~: one kernel), so each image's block of rows
-        # moves down by its node offset times kernels; the blocks stay in order.
-        rows = np.concatenate([part[1] + offset * self.kernels  # offsets are int64
-                               for part, offset in zip(parts, offsets)])
-        cols = np.concatenate([part[2] + offset for part, offset in zip(parts, offsets)])
-        labels = np.stack([part[0] for part in parts])
-        return (region_graphs.stacked(labels).astype(np.int32), np.stack([rows, cols], axis=1),
-                np.concatenate([part[3] for part in parts]),
-                np.array([n * self.kernels, n], np.int64))
+        out = [region_graphs.stacked(np.stack([part[0] for part in parts])).astype(np.int32)]
+        for m, kernels in enumerate(self.blocks):
+            entries = [part[2][m] for part in parts]
+            # Each image's block of rows moves down by its node offset times kernels, its
+            # columns by its node offset; the blocks stay in order.
+            rows = np.concatenate([e[0] + offset * kernels  # offsets are int64
+                                   for e, offset in zip(entries, offsets)])
+            cols = np.concatenate([e[1] + offset for e, offset in zip(entries, offsets)])
+            out += [np.stack([rows, cols], axis=1), np.concatenate([e[2] for e in entries]),
+                    np.array([n * kernels, n], np.int64)]
+        return tuple(out)
 
     def call(self, images):
-        labels, indices, values, shape = tf.numpy_function(
-            self.graphs, [images], (tf.int32, tf.int64, tf.float32, tf.int64), stateful=False)
-        labels = tf.ensure_shape(labels, images.shape[:3])                    # (B, H, W)
-        indices = tf.ensure_shape(indices, (None, 2))                         # (E, 2)
-        values = tf.ensure_shape(values, (None,))                             # (E,)
-        return labels, tf.SparseTensor(indices, values, tf.ensure_shape(shape, (2,)))
+        out = tf.numpy_function(self.graphs, [images],
+                                (tf.int32,) + (tf.int64, tf.float32, tf.int64) * len(self.blocks),
+                                stateful=False)
+        matrices = [tf.SparseTensor(tf.ensure_shape(indices, (None, 2)),          # (E, 2)
+                                    tf.ensure_shape(values, (None,)),             # (E,)
+                                    tf.ensure_shape(shape, (2,)))
+                    for indices, values, shape in zip(*[iter(out[1:])] * 3)]
+        return tf.ensure_shape(out[0], images.shape[:3]), *matrices               # (B, H, W)
 
     def get_config(self):
         return {**super().get_config(), "n_segments": self.n_segments,
                 "compactness": self.compactness, "min_size_factor": self.min_size_factor,
                 "knn": self.knn, "pseudo": self.pseudo, "size": self.size,
-                "radius": self.radius}
+                "radius": self.radius, "laplacian": self.laplacian}
 
 
 @keras.saving.register_keras_serializable(package="segm")

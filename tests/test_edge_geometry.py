@@ -139,6 +139,19 @@ def test_graphs_built_ahead_in_the_pipeline_equal_those_built_in_the_step():
     assert list(shape) == list(coo.shape)
 
 
+def test_bases_and_laplacian_from_one_slic_equal_each_built_alone():
+    images = blocks(3, 16, seed=13)
+    both = region_layers.RegionGraph(n_segments=30, pseudo="offset", laplacian=True)
+    bases = region_layers.RegionGraph(n_segments=30, pseudo="offset").graphs(images)
+    plain = region_layers.RegionGraph(n_segments=30).graphs(images)
+    got = both.graphs(images)
+    assert len(got) == 7 and both.blocks == (9, 1)
+    for a, b in zip(got, bases[:1] + bases[1:] + plain[1:]):
+        np.testing.assert_array_equal(a, b)
+    labels, matrix, rescaled = both(tf.constant(images))
+    assert labels.shape == (3, 16, 16) and rescaled.shape[0] * 9 == matrix.shape[0]
+
+
 def test_the_pipeline_prepares_each_batch():
     seen = []
 
@@ -171,7 +184,8 @@ def test_a_batch_gives_what_each_image_gives_alone_and_it_saves(name, tmp_path):
 
 def test_spline_layers_config_round_trip():
     for layer in (region_layers.SplineConv(5, 9, use_bias=False, separable=True),
-                  region_layers.RegionGraph(pseudo="distance", size=4, radius=2.5, knn=2)):
+                  region_layers.RegionGraph(pseudo="distance", size=4, radius=2.5, knn=2),
+                  region_layers.RegionGraph(pseudo="offset", laplacian=True)):
         clone = type(layer).from_config(layer.get_config())
         assert clone.get_config() == layer.get_config()
     with pytest.raises(ValueError, match="pseudo"):

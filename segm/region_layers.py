@@ -5,8 +5,8 @@ graph is the block-diagonal union of the batch's graphs (N nodes in all). Each i
 graph is built in numpy once, by the input pipeline ahead of its step (GraphCache), or
 by the model itself for images it has not seen (scoring, prediction):
 
-    RegionGraph       images -> each pixel's node (B, H, W), and L~ (N, N) or the
-                      spline bases (N*K, N) of edge_geometry.py, sparse; numpy
+    RegionGraph       images -> each pixel's node (B, H, W), and L~ (N, N), the spline
+                      bases (N*K, N) of edge_geometry.py, or both, sparse; numpy
     RegionFeatures    regions.region_features of every node, in TensorFlow: (N, 9 or 14)
     RegionChebConv    ChebConv with the batch's L~: (N, C) -> (N, units)
     SplineConv        messages weighted by each edge's geometry: (N, C) -> (N, units)

@@ -40,8 +40,9 @@ class GraphCache:
     function computes an entry either way, so warm and cold give the same graphs.
     """
 
-    def __init__(self, capacity=2048):  # ~50 KB per image with offsets: ~100 MB when full
-        self.capacity, self.entries, self.lock = capacity, collections.OrderedDict(), threading.Lock()
+    def __init__(self, capacity=2048):  # ~60 KB per image, bases and L~: ~120 MB when full
+        self.capacity, self.lock = capacity, threading.Lock()
+        self.entries = collections.OrderedDict()
 
     def get(self, key, compute):
         with self.lock:

@@ -13,9 +13,9 @@ fast path of dense ops (a fixed depthwise convolution, or conv2d for the directi
 tests prove the two equal.
 
 Two more layer families live beneath, one file each: the graph U-Net's Graclus pyramid
-(segm/pyramid_layers.py) and SLIC region graphs (segm/region_layers.py; edge geometry in
-segm/edge_geometry.py). Importing this file registers them and the loss (segm/losses.py),
-so load_model needs nothing else.
+(segm/pyramid_layers.py) and SLIC region graphs (segm/region_layers.py; their models in
+segm/region_models.py, edge geometry in segm/edge_geometry.py). Importing this file
+registers them and the loss (segm/losses.py), so load_model needs nothing else.
 
 `python model.py [NAME ...]` prints the named models' summaries and every model's parameters.
 """
@@ -26,13 +26,13 @@ import scipy.sparse as sp
 from segm.configurator import POOLINGS
 from segm.coordinates import PixelCoordinates
 from segm import checkpoints, losses
-from segm.batch_norm import FusedBatchNormalization
+from segm.batch_norm import FusedBatchNormalization, bn_relu
 from segm.graph_ops import chebyshev, depthwise, sparse_matmul
 from segm.graphs import (DIRECTIONS, check_connectivity, direction_adjacencies, gcn_propagation,
                          grid_stencil, rescaled_laplacian)
 from segm.pyramid_layers import GraphPool, GraphUnpool, PyramidChebConv
-from segm.region_layers import (PaintRegions, RegionChebConv, RegionContext, RegionFeatures,
-                                RegionGraph, SplineConv)
+from segm.region_layers import RegionGraph
+from segm.region_models import regions, regions_distance, regions_offset
 from segm.tf_quiet import keras, tf
 
 
@@ -149,22 +149,17 @@ class DirectionalGraphConv(_GridGraphLayer):
 
 # ------------------------------------------------------------------------ models
 
-def _bn_relu(x, norm=keras.layers.BatchNormalization):
-    # momentum 0.9: the running statistics must settle within a few hundred steps.
-    return keras.layers.ReLU()(norm(momentum=0.9)(x))
-
-
 def _conv_block(x, filters, norm=keras.layers.BatchNormalization):
     """Two 3x3 convolutions, each followed by batch norm (the layer `norm`) and ReLU."""
     for _ in range(2):
-        x = _bn_relu(keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x), norm)
+        x = bn_relu(keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x), norm)
     return x
 
 
 def _residual_graph_layers(x, make_layer, depth):
     """`depth` times x <- x + ReLU(BN(layer(x))): residuals keep deep stacks trainable."""
     for _ in range(depth):
-        x = keras.layers.Add()([x, _bn_relu(make_layer()(x))])
+        x = keras.layers.Add()([x, bn_relu(make_layer()(x))])
     return x
 
 
@@ -254,10 +249,23 @@ def dgcn(num_classes, height, width):
                         num_classes, height, width)
 
 
+# The ladder: dgcn's grid, depth and width, with the direction taken away one step at a time.
+def gcn8(num_classes, height, width):
+    """GraphConv on dgcn's 8-connected grid, 8 layers of 32: one fixed isotropic average."""
+    return _graph_model("gcn8", lambda: GraphConv(32, 8, use_bias=False), 32, 8,
+                        num_classes, height, width)
+
+
+def cheb8(num_classes, height, width):
+    """ChebConv K=2 (self and one hop) on dgcn's grid, 8 layers of 32: learned, isotropic."""
+    return _graph_model("cheb8", lambda: ChebConv(32, 2, 8, use_bias=False), 32, 8,
+                        num_classes, height, width)
+
+
 def _cheb_block(x, units, height, width, level):
     """Two Chebyshev layers (K=3) on pyramid level `level`, each with batch norm and ReLU."""
     for _ in range(2):
-        x = _bn_relu(PyramidChebConv(units, 3, height, width, level, use_bias=False)(x))
+        x = bn_relu(PyramidChebConv(units, 3, height, width, level, use_bias=False)(x))
     return x
 
 
@@ -294,67 +302,10 @@ def hybrid(num_classes, height, width):
     return keras.Model(inputs, outputs, name="hybrid")
 
 
-def _region_model(name, graph, layers, heads, num_classes, height, width, shape=False):
-    """SLIC region graphs (regions.py), ~227 nodes per 32x32 image, residual layers (each
-    layers[i](x, matrices) of 64 channels), painted back to pixels; with heads, each image's
-    readout (RegionContext) after every second layer. Node features regions.FEATURES, batch
-    normed; with shape, SHAPE_FEATURES too, read by the first layer itself as a CNN's reads
-    the pixels."""
-    inputs = keras.Input((height, width, 3))
-    labels, *matrices = graph(inputs)                                 # (B, H, W), sparse
-    features = RegionFeatures(shape)([inputs, labels])                # (N, 9 or 14)
-    features = keras.layers.BatchNormalization(momentum=0.9)(features)
-    x = keras.layers.Dense(64)(features)
-    for i, layer in enumerate(layers):
-        y = layer(features if shape and i == 0 else x, matrices)
-        x = keras.layers.Add()([x, _bn_relu(y)])                      # (N, 64)
-        if heads and i % 2:
-            x = keras.layers.Add()([x, _bn_relu(RegionContext(heads)([x, labels]))])
-    x = keras.layers.Dense(num_classes)(x)                            # (N, K)
-    return keras.Model(inputs, PaintRegions()([x, labels]), name=name)  # (B, H, W, K)
-
-
-def _chebyshev(x, matrices):
-    return RegionChebConv(64, 3, use_bias=False)([x, matrices[-1]])  # L~ comes last
-
-
-def regions(num_classes, height, width):
-    """Chebyshev filters (K=3) on region graphs: isotropic, they see no direction. ChebConv, as
-    in gunet: each layer weighs X, L~X and T_2 X apart, so it can tell a region from its
-    neighbours (a high-pass X - ÂX), which a digit's stroke needs; GraphConv's Â averages."""
-    return _region_model("regions", RegionGraph(), [_chebyshev] * 4, 0, num_classes, height,
-                         width)
-
-
-def _spline_regions(name, pseudo, kinds, heads, shape, num_classes, height, width):
-    """SplineConv layers ("s" in kinds) on 3x3 knots (or 3 distances) over 3 pixels, the typical
-    spacing of neighbouring centroids (median 2.3, 90% within 3.9), Chebyshev ones ("c") on
-    the same graph, and each image's context."""
-    graph = RegionGraph(pseudo=pseudo, size=3, radius=3.0, laplacian="c" in kinds)
-
-    def spline(x, matrices):
-        return SplineConv(64, graph.kernels, use_bias=False)([x, matrices[0]])
-    layers = [{"s": spline, "c": _chebyshev}[kind] for kind in kinds]
-    return _region_model(name, graph, layers, heads, num_classes, height, width, shape)
-
-
-def regions_offset(num_classes, height, width):
-    """SplineConv on region graphs, weighing each neighbour by its centroid's offset (dy, dx)
-    (edge_geometry.py): it sees direction, as dgcn does on the grid. Three layers: SplineConv on
-    all features, SHAPE_FEATURES too; Chebyshev (isotropic, two hops); SplineConv. An 8-head
-    context after the second: where a stroke lies in a region is finer direction; heads, parts."""
-    return _spline_regions("regions_offset", "offset", "scs", 8, True, num_classes, height, width)
-
-
-def regions_distance(num_classes, height, width):
-    """SplineConv on centroid distances: blind to direction, so rotation invariant (no shape)."""
-    return _spline_regions("regions_distance", "distance", "s" * 6, 1, False, num_classes, height,
-                           width)
-
-
 BUILDERS = {"fcn": fcn, "unet": unet, "unet_fused": unet_fused, "gcn": gcn, "cheb": cheb,
-            "dgcn": dgcn, "hybrid": hybrid, "gunet": gunet, "regions": regions,
-            "regions_offset": regions_offset, "regions_distance": regions_distance}
+            "dgcn": dgcn, "gcn8": gcn8, "cheb8": cheb8, "hybrid": hybrid, "gunet": gunet,
+            "regions": regions, "regions_offset": regions_offset,
+            "regions_distance": regions_distance}
 MODELS = tuple(BUILDERS)
 
 
@@ -379,11 +330,10 @@ def load_model(path):
     return checkpoints.load(path, MODELS)
 
 
-def parameter_table(num_classes=2, height=32, width=32):
-    """A markdown table of every model's parameter count."""
+def parameter_table():
+    """A markdown table of every model's parameter count (2 classes, 32x32)."""
     return "\n".join(["| model | parameters |", "|---|---:|"] + [
-        f"| {name} | {build_model(name, num_classes, height, width).count_params():,} |"
-        for name in MODELS])
+        f"| {name} | {build_model(name).count_params():,} |" for name in MODELS])
 
 
 SegmentationLoss = losses.SegmentationLoss  # the training loss; here, so a saved model loads

@@ -35,3 +35,9 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         self.moving_variance.assign(self.moving_variance * self.momentum
                                     + variance * (1.0 - self.momentum))
         return outputs
+
+
+def bn_relu(x, norm=keras.layers.BatchNormalization):
+    """ReLU(norm(x)), the normalisation every model's blocks share."""
+    # momentum 0.9: the running statistics must settle within a few hundred steps.
+    return keras.layers.ReLU()(norm(momentum=0.9)(x))

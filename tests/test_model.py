@@ -182,7 +182,7 @@ def test_bad_arguments_list_the_choices():
         graphs.grid_laplacian(3, 3, connectivity=5)
     with pytest.raises(ValueError, match=r"K .* >= 1"):
         model.ChebConv(4, K=0)
-    with pytest.raises(ValueError, match="fcn, unet, unet_fused, gcn, cheb, dgcn, hybrid"):
+    with pytest.raises(ValueError, match="fcn, unet, unet_fused, gcn, cheb, dgcn, gcn8, cheb8, hybrid"):
         model.build_model("resnet")
     with pytest.raises(ValueError, match="multiples of 4"):
         model.build_model("unet", height=30)
@@ -337,3 +337,15 @@ def test_saved_model_with_its_loss_loads_with_model_py_alone(tiny_batch, tmp_pat
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert float(done.stdout) == pytest.approx(net.evaluate(images, masks, verbose=0), rel=1e-6)
+
+
+def test_the_ladder_differs_only_in_its_graph_layer():
+    """gcn8, cheb8 and dgcn: the same grid, depth, width and everything else; only the layer."""
+    def shape_of(name):
+        net = model.build_model(name)
+        graph = [layer for layer in net.layers if isinstance(layer, model._GridGraphLayer)]
+        rest = [type(layer).__name__ for layer in net.layers if layer not in graph]
+        return {(layer.connectivity, layer.units) for layer in graph}, len(graph), rest
+    shapes = {name: shape_of(name) for name in ("gcn8", "cheb8", "dgcn")}
+    assert shapes["gcn8"] == shapes["cheb8"] == shapes["dgcn"] == ({(8, 32)}, 8, shapes["dgcn"][2])
+    assert shape_of("gcn") != shapes["dgcn"]  # the 4-connected, 12-layer gcn is not on the ladder

@@ -282,31 +282,10 @@ def run_evaluation(cfg):
 def run_prediction(cfg):
     """Segment a picture, or every picture of a folder, with the run's model (see predict.py):
     a class-index mask and an overlay each, in a new predictions folder of the run's."""
-    path = Path(cfg.predict)
-    if not path.exists():
-        raise UsageError(f"{path} does not exist; pass a PNG or JPEG, or a folder of them")
-    paths = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
-    if not paths:
-        raise UsageError(f"{path} holds no files; pass a PNG or JPEG, or a folder of them")
-    model = model_lib.load_model(cfg.checkpoint)
-    print(f"segmenting {len(paths)} file{'s' * (len(paths) > 1)} with "
-          f"{runs.describe_checkpoint(cfg.checkpoint)}")
-    if not path.is_dir():  # one picture: its figure too, image | mask | overlay
-        saved = runs.saved_config(cfg.checkpoint) or {}
-        names = (plots.class_names(model.output_shape[-1], digits=False)
-                 if saved.get("source") == "folder" else None)
-        pixels = predict.read_image(path, max_pixels=predict.max_image_pixels())
-        predict.segment_picture(model, pixels, path.name, cfg.out_dir, cfg.batch_size, names)
-    folder, began = runs.claim(cfg.out_dir, "predictions"), time.perf_counter()
-    done, skipped = predict.segment_folder(model, paths, folder, cfg.batch_size)
-    seconds = time.perf_counter() - began
-    print(f"segmented {done} picture{'s' * (done != 1)} in {seconds:.1f} s "
-          f"({seconds / max(done, 1):.2f} s each): masks and overlays in {folder}/")
-    if skipped:
-        print(f"note: skipped {len(skipped)} file{'s' * (len(skipped) > 1)} that "
-              f"{'are' if len(skipped) > 1 else 'is'} not a readable picture: "
-              f"{', '.join(skipped)}")
-    return folder
+    saved = runs.saved_config(cfg.checkpoint) or {}
+    return predict.predict_path(Path(cfg.predict), lambda: model_lib.load_model(cfg.checkpoint),
+                                runs.describe_checkpoint(cfg.checkpoint), cfg.out_dir,
+                                cfg.batch_size, folder_run=saved.get("source") == "folder")
 
 
 def run_export(cfg):

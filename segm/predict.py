@@ -5,11 +5,12 @@ grid in), so a picture is cut into overlapping tiles of that canvas at its own
 scale and the tiles' logits are blended: memory stays bounded at any image size.
 """
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
-from segm import files, memory, metrics, plots, readers
+from segm import files, memory, metrics, plots, readers, runs
 from segm.configurator import BASE_BYTES
 from segm.errors import DataError, UsageError
 from segm.readers import IGNORE
@@ -219,3 +220,30 @@ def segment_folder(model, paths, folder, batch_size):
         done += 1
         bar.add(1)
     return done, skipped
+
+
+def predict_path(path, load, described, out_dir, batch_size, folder_run=False):
+    """--predict: one picture (its figure too, image | mask | overlay) or a folder of them, by
+    the model load() returns, into a new predictions folder of out_dir; returns that folder.
+    described: the model as the output names it; folder_run: trained on a folder of its own."""
+    if not path.exists():
+        raise UsageError(f"{path} does not exist; pass a PNG or JPEG, or a folder of them")
+    paths = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    if not paths:
+        raise UsageError(f"{path} holds no files; pass a PNG or JPEG, or a folder of them")
+    model = load()
+    print(f"segmenting {len(paths)} file{'s' * (len(paths) > 1)} with {described}")
+    if not path.is_dir():
+        names = plots.class_names(model.output_shape[-1], digits=False) if folder_run else None
+        pixels = read_image(path, max_pixels=max_image_pixels())
+        segment_picture(model, pixels, path.name, out_dir, batch_size, names)
+    folder, began = runs.claim(out_dir, "predictions"), time.perf_counter()
+    done, skipped = segment_folder(model, paths, folder, batch_size)
+    seconds = time.perf_counter() - began
+    print(f"segmented {done} picture{'s' * (done != 1)} in {seconds:.1f} s "
+          f"({seconds / max(done, 1):.2f} s each): masks and overlays in {folder}/")
+    if skipped:
+        print(f"note: skipped {len(skipped)} file{'s' * (len(skipped) > 1)} that "
+              f"{'are' if len(skipped) > 1 else 'is'} not a readable picture: "
+              f"{', '.join(skipped)}")
+    return folder

@@ -25,7 +25,8 @@ import main as main_script  # as main_script: main() below is this script's own 
 import model
 from segm.benchmarks import (breakdown, compare, data, folder, forward, layers, params,
                              rotation, steps, teaching)
-from segm.benchmarks.common import FIGURES, TARGET_IOU, Trio
+from segm.benchmarks.common import BENCH, TARGET_IOU, Trio
+from segm import records
 from segm.errors import DataError, FileError, UsageError
 
 HERE = Path(__file__).resolve().parent
@@ -67,6 +68,20 @@ def model_list(text):
     return names
 
 
+def add_output(sub):
+    sub.add_argument("--out_dir", type=Path, default=BENCH,
+                     help=f"where its runs, tables and pictures go (default {BENCH}, ignored by git)")
+    sub.add_argument("--publish", action="store_true",
+                     help="also replace the published figure in im/figures and render README.md "
+                     "and RESULTS.md again; refused unless the command is the published one")
+
+
+def render(args, trio):
+    changed = records.render_all()
+    print(f"rendered {' and '.join(changed)} from {records.PUBLISHED}" if changed else
+          "README.md and RESULTS.md already show every record as it is")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -75,7 +90,7 @@ def main(argv=None):
                      help="timed runs at (64, 32, 32)")
     sub.add_argument("--sizes", type=int_list, default=[32, 64, 128, 256])
     sub.add_argument("--batches", type=int_list, default=[1, 64])
-    sub.add_argument("--out_dir", type=Path, default=FIGURES)
+    add_output(sub)
     sub.set_defaults(run=layers.run)
     sub = commands.add_parser("params", help="parameter count of every model")
     sub.set_defaults(run=params.run)
@@ -92,7 +107,7 @@ def main(argv=None):
                      help=f"curve points, for time to foreground IoU {TARGET_IOU}")
     sub.add_argument("--data_dir", default="",
                      help="MNIST/CIFAR-10 folder (default: main.py's own default)")
-    sub.add_argument("--out_dir", type=Path, default=FIGURES)
+    add_output(sub)
     sub.set_defaults(run=compare.run)
     sub = commands.add_parser("rotation", help="models trained upright or turned, scored "
                               "on turned digits")
@@ -111,14 +126,14 @@ def main(argv=None):
                      help="train nothing: tabulate the runs already finished")
     sub.add_argument("--data_dir", default="",
                      help="MNIST/CIFAR-10 folder (default: main.py's own default)")
-    sub.add_argument("--out_dir", type=Path, default=FIGURES)
+    add_output(sub)
     sub.set_defaults(run=rotation.run)
     sub = commands.add_parser("plots", help="the teaching pictures")
-    sub.add_argument("--checkpoint", default=str(FIGURES / "compare" / "cheb_seed0" / "model.keras"),
+    sub.add_argument("--checkpoint", default=str(BENCH / "compare" / "cheb_seed0" / "model.keras"),
                      help="a trained cheb model whose filters to draw (examples if absent)")
     sub.add_argument("--data_dir", default="",
                      help="MNIST/CIFAR-10 folder for the regions picture (default: main.py's)")
-    sub.add_argument("--out_dir", type=Path, default=FIGURES)
+    add_output(sub)
     sub.set_defaults(run=teaching.run)
     sub = commands.add_parser("folder", help="a folder of scenes: time to train, both paths' "
                               "scores, the reader's speed")
@@ -135,7 +150,7 @@ def main(argv=None):
                      help="main.py's augmentation of folders (off: a mirrored 2 reads as a 5)")
     sub.add_argument("--seed", type=int, default=0, help="draws the scenes")
     sub.add_argument("--repeats", type=positive_int, default=20)
-    sub.add_argument("--out_dir", type=Path, default=FIGURES)
+    add_output(sub)
     sub.set_defaults(run=folder.run)
     for name, what, models, run in (
             ("steps", "training steps of models, interleaved", ["gcn", "regions"], steps.run),
@@ -161,6 +176,9 @@ def main(argv=None):
     sub.add_argument("main_flags", nargs=argparse.REMAINDER,
                      help="after --: main.py flags for the run timed (default: its defaults)")
     sub.set_defaults(run=breakdown.run)
+    sub = commands.add_parser("render", help="README.md and RESULTS.md's tables again, from "
+                              "the published records")
+    sub.set_defaults(run=render)
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
     try:

@@ -78,15 +78,15 @@ def error_title(mask, pred, num_classes):
     return f"fg IoU {iou:.2f}, {right:.0%} right class"
 
 
-def samples(shown, masks, preds, num_classes, title, path, names=None):
+def samples(shown, masks, preds, num_classes, title, path, names=None, labels=None):
     """Rows of input | ground truth | prediction | errors; shown are RGB images in [0, 1],
-    each row's of any size."""
+    each row's of any size; labels, if given, title each row's input."""
     rows = len(shown)
     fig, axes = subplots(rows, 4, figsize=(8, 2.2 * rows + 1.0), squeeze=False)
     for r in range(rows):
         panels = (shown[r], colour_mask(masks[r], num_classes),
                   colour_mask(preds[r], num_classes), error_overlay(shown[r], masks[r], preds[r]))
-        titles = ("input", "ground truth", "prediction",
+        titles = (labels[r] if labels else "input", "ground truth", "prediction",
                   error_title(masks[r], preds[r], num_classes))
         for ax, panel, name in zip(axes[r], panels, titles):
             ax.imshow(panel, interpolation="nearest")

@@ -142,24 +142,45 @@ def segment_picture(model, pixels, name, out_dir, batch_size, names=None):
     return pred
 
 
+SAMPLE_POOL = 256  # the test images the samples are chosen from: enough to hold hard cases
+
+
+def _hardest_and_typical(masks, preds, rows):
+    """Indices of the rows // 2 images with the most wrong labelled pixels, then of images
+    around the median, and each one's label: a learner sees what fails beside what is usual."""
+    wrong = [int(((p != m) & (m != IGNORE)).sum()) for m, p in zip(masks, preds)]
+    order = sorted(range(len(wrong)), key=lambda i: (-wrong[i], i))
+    hard = order[:rows // 2]
+    rest = order[rows // 2:]
+    middle = len(rest) // 2 - (rows - len(hard)) // 2
+    typical = rest[max(middle, 0):][:rows - len(hard)]
+    labels = ([f"input: {k + 1}. most errors of {len(wrong)}" for k in range(len(hard))]
+              + ["input: typical"] * len(typical))
+    return hard + typical, labels
+
+
 def draw_samples(model, datagen, tests, scores, rows, batch_size, path):
-    """samples_{model}.png: the first `rows` test images, truth, prediction and errors;
-    tests is the (images, masks) of the generator's test set, None for a folder's pictures."""
+    """samples_{model}.png: of the first SAMPLE_POOL test images, the ones with the most wrong
+    pixels and typical ones, with truth, prediction and errors; tests is the (images, masks)
+    of the generator's test set, None for a folder's pictures."""
     num_classes = datagen.num_classes
     if datagen.source == "folder":  # whole pictures, each of its own size
-        pairs = [pair for pair, _ in zip(datagen.pictures("test"), range(rows))]
+        # Pictures of any size are segmented whole: a smaller pool keeps this quick.
+        pairs = [pair for pair, _ in zip(datagen.pictures("test"), range(4 * rows))]
         shown = [image / 255.0 for image, _ in pairs]
         masks = [mask for _, mask in pairs]
         preds = list(segment_many(model, (image for image, _ in pairs), batch_size))
         names = plots.class_names(num_classes, digits=False)
     else:
-        images, masks = tests[0][:rows], tests[1][:rows]
+        images, masks = tests[0][:SAMPLE_POOL], tests[1][:SAMPLE_POOL]
         shown = readers.denormalize(images)
         preds = metrics.predict_logits(model, images, batch_size).argmax(-1)
         names = None
-    plots.samples(shown, masks, preds, num_classes, f"{model.name} on the test set: "
-                  f"foreground IoU {scores['fg_iou']:.3f}, mean IoU {scores['miou']:.3f}",
-                  path, names)
+    chosen, labels = _hardest_and_typical(masks, preds, rows)
+    plots.samples([shown[i] for i in chosen], [masks[i] for i in chosen],
+                  [preds[i] for i in chosen], num_classes,
+                  f"{model.name} on the test set: foreground IoU {scores['fg_iou']:.3f}, "
+                  f"mean IoU {scores['miou']:.3f}", path, names, labels)
 
 
 # ---- a folder of pictures in, mask files out

@@ -116,10 +116,13 @@ def test_compare_trains_reuses_and_tabulates(tmp_path, capsys):
     argv = ["compare", "--models", "fcn", "--seeds", "0", "--steps", "2", "--eval_every", "1",
             "--out_dir", str(tmp_path)]
     benchmark.main(argv)
-    table = (tmp_path / "comparison.md").read_text()
+    made = json.loads((tmp_path / "records" / "compare_fcn.json").read_text())
     metrics = json.loads((tmp_path / "compare" / "fcn_seed0" / "metrics.json").read_text())
-    assert "| fcn | 6,582 |" in table and f"{metrics['fg_iou']:.3f} ± 0.000" in table
-    assert (tmp_path / "comparison.png").is_file() and (tmp_path / "samples_fcn.png").is_file()
+    assert made["rows"][0][:2] == ["fcn", 6582] and made["rows"][0][4].startswith(
+        f"{metrics['fg_iou']:.3f} ± 0.000")
+    assert made["command"] == "python benchmark.py compare --models fcn --seeds 0 --steps 2 " \
+                              "--eval_every 1"  # where the output went is no part of it
+    assert (tmp_path / "compare_fcn.png").is_file() and (tmp_path / "samples_fcn.png").is_file()
     log = tmp_path / "compare" / "fcn_seed0" / "output.txt"
     before = log.stat().st_mtime_ns
     benchmark.main(argv)  # the finished run is reused, not trained again

@@ -162,3 +162,17 @@ def test_a_folder_in_gives_a_mask_and_an_overlay_per_picture_out(run_copy, tmp_p
         np.testing.assert_array_equal(np.asarray(mask), expected)
     status, out, err = call_main(capsys, "--predict", photos, "--out_dir", run_copy)
     assert status == 0 and (run_copy / "predictions2").is_dir()  # nothing is overwritten
+
+
+def test_samples_show_the_hardest_images_then_typical_ones():
+    masks = [np.zeros((4, 4), np.uint8) for _ in range(7)]
+    preds = [m.copy() for m in masks]
+    for i, wrong in enumerate([0, 5, 1, 9, 2, 3, 4]):  # image i has `wrong` wrong pixels
+        preds[i].flat[:wrong] = 1
+    masks[3].flat[:4] = predict.IGNORE  # 4 of image 3's are unlabelled: 5 count, not 9
+    chosen, labels = predict._hardest_and_typical(masks, preds, 4)
+    # By errors: 1 and 3 (5 each, the tie to the first), then 6, 5, 4, 2, 0 (4 to 0 errors),
+    # whose middle two are 5 and 4.
+    assert chosen == [1, 3, 5, 4]
+    assert labels == ["input: 1. most errors of 7", "input: 2. most errors of 7",
+                      "input: typical", "input: typical"]

@@ -9,7 +9,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import NamedTuple
 
-FIGURES = Path("im") / "figures"  # the pictures and tables README.md and RESULTS.md show
+from segm import records
+
+BENCH = Path("im") / "benchmarks"  # every subcommand's output; git ignores it (see --publish)
 TARGET_IOU = 0.9                  # "time to reach foreground IoU 0.90" in the comparison
 
 
@@ -22,8 +24,27 @@ class Trio(NamedTuple):
 
 
 def command_line(args):
-    """The command that made a table, as a user would type it."""
-    return "python benchmark.py " + " ".join(args.argv)
+    """The command that made a table, as a user would type it: where the data and the output
+    lie (--data_dir, --out_dir) and --publish change no figure, so they are left out."""
+    words, skip = [], False
+    for word in args.argv:
+        if skip or word == "--publish":
+            skip = False
+            continue
+        if word in ("--data_dir", "--out_dir"):
+            skip = True
+        elif not word.startswith(("--data_dir=", "--out_dir=")):
+            words.append(word)
+    return "python benchmark.py " + " ".join(words)
+
+
+def record(args, name, columns, rows, caption="", headline=None, section="", pictures=()):
+    """Write the figure's record into --out_dir/records; with --publish, also into im/figures
+    (pictures too) and render README.md and RESULTS.md again (see segm/records.py)."""
+    made = records.make(name, command_line(args), columns, rows, caption, headline, section)
+    records.write(made, args.out_dir)
+    if getattr(args, "publish", False):
+        records.publish(args.out_dir, [name], pictures)
 
 
 def min_time(work, repeats):

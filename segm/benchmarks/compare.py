@@ -2,7 +2,8 @@
 
 Each run is main.py in its own process (common.train_once), in --out_dir/compare/; a
 finished run with the same settings is reused, so a comparison cut short goes on where
-it stopped. It writes comparison.md, comparison.png and each model's samples_NAME.png.
+it stopped. It writes the record compare_MODELS (records/compare_MODELS.json), its picture
+compare_MODELS.png and each model's samples_NAME.png.
 """
 import json
 import shutil
@@ -10,7 +11,7 @@ import statistics
 from pathlib import Path
 
 from segm import files, plots
-from segm.benchmarks.common import TARGET_IOU, command_line, train_once
+from segm.benchmarks.common import TARGET_IOU, record, train_once
 
 
 def run(args, trio):
@@ -26,15 +27,18 @@ def run(args, trio):
         r = results[name, seed]
         print(f"foreground IoU {r['fg_iou']:.4f}, {r['train_seconds']:.0f} s")
     summary = summarise(results, args, trio.model.build_model)
-    table = compare_markdown(summary, args)
-    print(table)
-    files.write_text(out / "comparison.md", table + "\n")
-    plot_comparison(summary, out / "comparison.png")
-    for name in args.models:  # the first seed's pictures stand for the model
-        with files.atomic_write(out / f"samples_{name}.png") as tmp:
-            shutil.copyfile(out / "compare" / f"{name}_seed{args.seeds[0]}" /
-                            f"samples_{name}.png", tmp)
-    print(f"wrote {out / 'comparison.md'}, {out / 'comparison.png'} and samples_*.png")
+    name = "compare_" + "-".join(args.models)  # one figure per set of models
+    plot_comparison(summary, out / f"{name}.png")
+    for model in args.models:  # the first seed's pictures stand for the model
+        with files.atomic_write(out / f"samples_{model}.png") as tmp:
+            shutil.copyfile(out / "compare" / f"{model}_seed{args.seeds[0]}" /
+                            f"samples_{model}.png", tmp)
+    columns, rows, caption = compare_table(summary, args)
+    best = max(summary, key=lambda m: statistics.mean(summary[m]["fg_iou"]))
+    record(args, name, columns, rows, caption,
+           headline=(f"foreground IoU, {', '.join(args.models)}",
+                     f"{best}: {mean_spread(summary[best]['fg_iou'])}"),
+           section="CNNs against graph convolutions", pictures=[out / f"{name}.png"])
 
 
 def summarise(results, args, build_model):
@@ -69,21 +73,19 @@ def mean_spread(xs):
     return f"{statistics.mean(xs):.3f} ± {spread:.3f} ({min(xs):.3f}-{max(xs):.3f})"
 
 
-def compare_markdown(summary, args):
-    command = command_line(args)
+def compare_table(summary, args):
+    """The comparison's columns, rows and caption."""
     batch = json.loads((Path(args.out_dir) / "compare" / f"{args.models[0]}_seed{args.seeds[0]}"
                         / "config.json").read_text())["batch_size"]
-    lines = [f"`{command}` ({args.steps} steps x {batch} images, seeds "
-             f"{','.join(map(str, args.seeds))}, {len(args.seeds)} runs per model; "
-             "IoU: mean ± std (min-max) over seeds; costs: medians)", "",
-             "| model | parameters | train images/s | inference ms/image | foreground IoU | "
-             f"mean IoU | peak memory MB | time to IoU {TARGET_IOU} |",
-             "|---|---:|---:|---:|---|---|---:|---|"]
-    for name, s in summary.items():
-        lines.append(f"| {name} | {s['parameters']:,} | {s['images_per_second']:.0f} | "
-                     f"{s['inference_ms']:.2f} | {mean_spread(s['fg_iou'])} | "
-                     f"{mean_spread(s['miou'])} | {s['peak_memory_mb']:.0f} | {s['to_target']} |")
-    return "\n".join(lines)
+    columns = ["model", "parameters", "train images/s", "inference ms/image", "foreground IoU",
+               "mean IoU", "peak memory MB", f"time to IoU {TARGET_IOU}"]
+    rows = [[name, s["parameters"], f"{s['images_per_second']:.0f}", f"{s['inference_ms']:.2f}",
+             mean_spread(s["fg_iou"]), mean_spread(s["miou"]), f"{s['peak_memory_mb']:.0f}",
+             s["to_target"]] for name, s in summary.items()]
+    caption = (f"{args.steps} steps x {batch} images, seeds {','.join(map(str, args.seeds))}; "
+               "IoU: mean ± std (min-max) over seeds; costs: medians over seeds, the runs made "
+               "one after another.")
+    return columns, rows, caption
 
 
 def plot_comparison(summary, path):

@@ -1,0 +1,51 @@
+"""Every figure table in README.md and RESULTS.md is its record rendered (segm/records.py)."""
+import json
+import shutil
+
+import pytest
+
+from segm import records
+from segm.errors import UsageError
+
+
+def test_the_documents_show_every_record_as_it_is():
+    published = records.load()
+    assert published, "no published records"
+    assert records.differences(published) == []
+
+
+def test_a_planted_difference_names_the_document_and_the_figure(tmp_path):
+    for document in records.DOCUMENTS:
+        shutil.copy(records.ROOT / document, tmp_path / document)
+    published = records.load()
+    shown = {(doc, name) for doc in records.DOCUMENTS
+             for name, _ in records.BLOCK.findall((tmp_path / doc).read_text())}
+    name = sorted(figure for _, figure in shown if figure != records.SUMMARY)[0]
+    planted = json.loads(json.dumps(published))
+    planted[name]["rows"][0][-1] = "planted"
+    assert records.differences(planted, tmp_path) == [
+        (doc, figure) for doc in records.DOCUMENTS for figure, _ in
+        records.BLOCK.findall((tmp_path / doc).read_text()) if figure == name]
+    records.render_all(planted, tmp_path)  # rendering again mends the documents
+    assert records.differences(planted, tmp_path) == []
+
+
+def test_every_published_record_is_shown_and_every_shown_figure_has_a_record():
+    shown = {name for doc in records.DOCUMENTS
+             for name, _ in records.BLOCK.findall((records.ROOT / doc).read_text())}
+    assert set(records.load()) <= shown
+    with pytest.raises(UsageError, match="figure 'nowhere'"):
+        records.render_document("<!-- figure nowhere -->\nx\n<!-- /figure -->", {})
+
+
+def test_a_record_renders_its_cells_and_provenance():
+    made = {"figure": "f", "command": "python benchmark.py x", "commit": "abc1234",
+            "date": "2026-01-01", "machine": {"cpu": "CPU", "cores": 2,
+                                              "float32_matmul_gflops": 250},
+            "caption": "One sentence.", "columns": ["model", "parameters", "IoU"],
+            "rows": [["fcn", 6582, "0.894"]], "headline": ["IoU", "0.894"], "section": "A B"}
+    text = records.render(made)
+    assert "`python benchmark.py x`" in text and "code abc1234, 2 cores of CPU" in text
+    assert "| fcn | 6,582 | 0.894 |" in text and text.endswith("One sentence.\n")
+    assert "| IoU | 0.894 | `python benchmark.py x` | [A B](#a-b) |" in records.render_summary(
+        {"f": made})

@@ -18,6 +18,7 @@ and the scripts it needs (TRIO).
 """
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import load_data
@@ -181,6 +182,7 @@ def main(argv=None):
     sub.set_defaults(run=render)
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
+    args.began = time.perf_counter()  # what a record says the command takes
     try:
         args.run(args, TRIO)
     except (UsageError, DataError, FileError) as error:

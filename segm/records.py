@@ -66,15 +66,17 @@ def machine():
             "float32_matmul_gflops": round(matmul_peak())}
 
 
-def make(name, command, columns, rows, caption="", headline=None, section=""):
+def make(name, command, columns, rows, caption="", headline=None, section="", seconds=None):
     """A record: rows are lists of cells (numbers are shown as given), headline a short value
-    for the summary table and section the RESULTS.md heading it belongs under."""
+    for the summary table, section the RESULTS.md heading it belongs under, and seconds what
+    the whole command takes on this machine."""
     if any(len(row) != len(columns) for row in rows):
         raise ValueError(f"record {name}: every row needs {len(columns)} cells")
     return {"figure": name, "command": command, "commit": commit(),
             "date": datetime.date.today().isoformat(), "machine": machine(),
             "caption": caption, "columns": list(columns), "rows": [list(r) for r in rows],
-            "headline": headline, "section": section}
+            "headline": headline, "section": section,
+            "seconds": None if seconds is None else round(seconds)}
 
 
 def write(record, folder):
@@ -90,6 +92,15 @@ def load(folder=PUBLISHED):
     return {p.stem: json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))}
 
 
+def duration(seconds):
+    """'about 40 s', 'about 12 min', 'about 2.5 h': how long a command takes."""
+    if seconds < 100:
+        return f"about {seconds:.0f} s"
+    if seconds < 6000:
+        return f"about {seconds / 60:.0f} min"
+    return f"about {seconds / 3600:.1f} h"
+
+
 def _cell(value):
     return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
@@ -97,9 +108,12 @@ def _cell(value):
 def render(record):
     """The record as markdown: the command, the provenance, the table, the caption."""
     m = record["machine"]
-    lines = [f"`{record['command']}`", "",
-             f"<sub>code {record['commit']}, {m['cores']} cores of {m['cpu']}, float32 matmul "
-             f"peak {m['float32_matmul_gflops']} GFLOP/s</sub>", "",
+    peak = (f"float32 matmul peak {m['float32_matmul_gflops']} GFLOP/s"
+            if m.get("float32_matmul_gflops") else "matmul peak not recorded")
+    took = f" ({duration(record['seconds'])} here)" if record.get("seconds") else ""
+    lines = [f"`{record['command']}`{took}", "",
+             f"<sub>code {record['commit']}, {record['date']}, {m['cores']} cores of {m['cpu']}, "
+             f"{peak}</sub>", "",
              "| " + " | ".join(record["columns"]) + " |",
              "|" + "|".join("---" if i == 0 else "---:" for i in range(len(record["columns"])))
              + "|"]

@@ -9,7 +9,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import NamedTuple
 
-from segm import records
+from segm import files, records
 
 BENCH = Path("im") / "benchmarks"  # every subcommand's output; git ignores it (see --publish)
 TARGET_IOU = 0.9                  # "time to reach foreground IoU 0.90" in the comparison
@@ -38,10 +38,15 @@ def command_line(args):
     return "python benchmark.py " + " ".join(words)
 
 
-def record(args, name, columns, rows, caption="", headline=None, section="", pictures=()):
+def record(args, name, columns, rows, caption="", headline=None, section="", pictures=(),
+           seconds=None):
     """Write the figure's record into --out_dir/records; with --publish, also into im/figures
-    (pictures too) and render README.md and RESULTS.md again (see segm/records.py)."""
-    made = records.make(name, command_line(args), columns, rows, caption, headline, section)
+    (pictures too) and render README.md and RESULTS.md again (see segm/records.py). seconds:
+    what the whole command takes, when runs it reused make it more than this process took."""
+    if seconds is None:
+        seconds = time.perf_counter() - args.began
+    made = records.make(name, command_line(args), columns, rows, caption, headline, section,
+                        seconds)
     records.write(made, args.out_dir)
     if getattr(args, "publish", False):
         records.publish(args.out_dir, [name], pictures)
@@ -82,12 +87,16 @@ def train_once(name, seed, folder, args, main_py, settings=None):
     # An interrupted comparison picks up where it stopped: finished runs are kept
     # (delete the run folders to start afresh); a run made with other settings is replaced.
     if not same_run(folder, args, settings):
+        began = time.perf_counter()
         with open(folder / "output.txt", "w") as log:  # not a tty: plain progress lines
             done = subprocess.run(command + ["--overwrite"], stdout=log,
                                   stderr=subprocess.STDOUT)
         if done.returncode:
             sys.exit(f"error: {name} seed {seed} failed; see {folder / 'output.txt'}")
+        files.write_text(folder / "command_seconds.txt", f"{time.perf_counter() - began:.1f}\n")
     metrics = json.loads((folder / "metrics.json").read_text())
+    timed = folder / "command_seconds.txt"  # the whole command, start-up to the last picture
+    metrics["command_seconds"] = float(timed.read_text()) if timed.is_file() else None
     with open(folder / "log.csv") as f:
         curve = [(int(r["epoch"]) + 1) * args.eval_every for r in csv.DictReader(f)
                  if float(r.get("val_fg_iou", "nan")) >= TARGET_IOU]  # 11 classes: not logged

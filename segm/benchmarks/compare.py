@@ -38,7 +38,8 @@ def run(args, trio):
     record(args, name, columns, rows, caption,
            headline=(f"foreground IoU, {', '.join(args.models)}",
                      f"{best}: {mean_spread(summary[best]['fg_iou'])}"),
-           section="CNNs against graph convolutions", pictures=[out / f"{name}.png"])
+           section="CNNs against graph convolutions", pictures=[out / f"{name}.png"],
+           seconds=sum(r["command_seconds"] or r["train_seconds"] for r in results.values()))
 
 
 def summarise(results, args, build_model):

@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import nbformat
+import pytest
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "segmentation.ipynb"
 PICTURES = ("data", "laplacian", "learning-curves", "samples")  # cell ids that must show a PNG
@@ -84,3 +85,28 @@ def test_the_checks_catch_a_notebook_without_outputs_or_naming_a_machine_folder(
             cell.outputs = []
     assert missing_pictures(nb) == list(PICTURES)
     assert set(largest_differences(nb).values()) == {None}
+
+
+def test_execute_runs_in_the_notebooks_folder_without_timestamps_and_fails_on_an_error(tmp_path):
+    from nbclient.exceptions import CellExecutionError
+    from segm import notebook
+    folder = tmp_path / "project"
+    folder.mkdir()
+    path = folder / "tiny.ipynb"
+    cells = [nbformat.v4.new_code_cell("import os, time\nprint(os.getcwd(), flush=True)\n"
+                                        "time.sleep(0.5)\nprint('two')"),
+             nbformat.v4.new_code_cell("open('made.txt', 'w').write('x')")]
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), path)
+    notebook.execute(path)
+    ran = nbformat.read(path, as_version=4)
+    assert [cell.execution_count for cell in ran.cells] == [1, 2]
+    assert [output.text for output in ran.cells[0].outputs] == [f"{folder}\ntwo\n"]  # one stream
+    assert all("execution" not in cell.metadata for cell in ran.cells)
+    assert (folder / "made.txt").is_file() and not (tmp_path / "made.txt").exists()
+
+    cells.append(nbformat.v4.new_code_cell("raise ValueError('planted')"))
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), path)
+    before = path.read_bytes()
+    with pytest.raises(CellExecutionError, match="planted"):
+        notebook.execute(path)
+    assert path.read_bytes() == before

@@ -96,7 +96,7 @@ def test_the_checks_catch_a_planted_cycle_and_an_upward_import(tmp_path):
 def test_the_top_level_shows_the_trio():
     allowed = {"main.py", "model.py", "load_data.py", "download.py", "benchmark.py", "README.md",
                "RESULTS.md", "requirements.txt", "requirements-dev.txt", "requirements-onnx.txt",
-               "segm", "tests", "im", "data", ".ci", ".gitignore", ".git"}
+               "segmentation.ipynb", "segm", "tests", "im", "data", ".ci", ".gitignore", ".git"}
     tracked = {p.name for p in ROOT.iterdir()} - {"__pycache__", ".pytest_cache"}
     assert {name for name in tracked if not name.startswith(".venv")} <= allowed
 

@@ -116,7 +116,8 @@ def report(found, checked, names):
     parts = {part: len(pairs) for part, pairs in checked.pairs.items() if pairs is not None}
     sizes = [p.size for part in checked.pairs.values() for p in part or []]
     lines = [f"layout: {found.layout} (test split: {found.split})",
-             "pairs: " + ", ".join(f"{n} {part}" for part, n in parts.items())]
+             "pairs: " + ", ".join(f"{n} {part}" for part, n in parts.items())
+             + (" (the test split is drawn from them)" if "test" not in parts else "")]
     if sizes:
         (h0, w0), (h1, w1) = np.min(sizes, 0), np.max(sizes, 0)
         lines.append(f"image sizes: {w0}x{h0} to {w1}x{h1} pixels (width x height)")
@@ -142,14 +143,15 @@ def draw(checked, fmt, names, path):
     for ax, pair in zip(axes[0], shown):
         image = read_image(pair.image, MAX_PIXELS) / 255.0
         mask = fmt.read(pair.mask, MAX_PIXELS)
-        colours = plots.colour_mask(mask, num_classes)  # values beyond the classes grey
-        labelled = (mask != IGNORE)[..., None]
-        ax.imshow(np.where(labelled, 0.45 * image + 0.55 * colours, image),
+        colours = plots.colour_mask(mask, num_classes)  # unlabelled and beyond: grey
+        tinted = (mask != 0)[..., None]  # background stays as the photo is, to be seen
+        ax.imshow(np.where(tinted, 0.35 * image + 0.65 * colours, image),
                   interpolation="nearest")
         ax.set_title(pair.name, fontsize=7)
         ax.axis("off")
     plots.class_legend(fig, num_classes, names)
-    fig.suptitle("masks laid over their images (unlabelled pixels as the image is)", fontsize=8)
+    fig.suptitle("masks laid over their images (background as the photo is, unlabelled "
+                 "pixels grey)", fontsize=8)
     fig.tight_layout(rect=(0, 0.12, 1, 0.95))
     plots.save(fig, path)
     return True

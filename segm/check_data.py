@@ -76,6 +76,9 @@ def _classes(pairs, pixels, fmt, num_classes, problems):
     values = [int(v) for v in np.flatnonzero(total) if v != IGNORE]
     named = len(fmt.names) if fmt.names else None
     count = num_classes or named
+    if num_classes and named and named != num_classes:
+        problems.append(f"{fmt.source} names {named} classes but there are {num_classes}; "
+                        f"leave --num_classes out, or name every class there")
     if count:
         where = (f"there are {count} classes" if num_classes else
                  f"{fmt.source} names {count} classes")

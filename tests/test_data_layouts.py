@@ -197,3 +197,19 @@ def test_mask_maps_and_their_bad_flags(tmp_path, capsys):
     grey(np.array([[1, 2, 3]], np.uint8), trimap)
     fmt = masks.MaskFormat(None, None, masks.parse_map("1:1,2:0,3:255"), "")
     assert fmt.read(trimap, 100).tolist() == [[1, 0, 255]]
+
+
+def test_a_class_count_that_contradicts_classes_csv_is_refused(tmp_path, capsys):
+    root = tmp_path / "own"
+    write_pairs(root / "images", root / "masks", NAMES, grey)
+    (root / "classes.csv").write_text("name\nbackground\ncat\ndog\n")
+    status, _, err = call_main(capsys, "--data_dir", root, "--out_dir", tmp_path / "run",
+                               "--num_classes", "5", *TRAIN)
+    assert status == 1 and says(err, "classes.csv names 3 classes", "5")
+
+
+def test_scene_groups_give_each_digit_its_class():
+    from segm.benchmarks.folder import scene_classes
+    table = scene_classes("012,345,6789")
+    assert table.tolist() == [0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 3]  # label 0 is background
+    assert scene_classes("9").tolist() == [0] * 10 + [1]

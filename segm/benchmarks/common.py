@@ -2,6 +2,7 @@
 import csv
 import json
 import statistics
+import shlex
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ class Trio(NamedTuple):
 
 def command_line(args):
     """The command that made a table, as a user would type it."""
-    return "python benchmark.py " + " ".join(args.argv)
+    return "python benchmark.py " + shlex.join(args.argv)
 
 
 def min_time(work, repeats):

@@ -4,6 +4,7 @@ or on a folder of your own images and masks.
     python main.py                          train into im/train (then train2, ...); look in im/
     python main.py --model dgcn --steps 1000   every constant below is a lower-case flag
     python main.py --data_dir my_pictures   train on images/ and masks/ (see segm/folders.py)
+    python main.py --data_dir my_pictures --check_data   every problem of a folder, at once
     python main.py --resume                 continue the latest run (or --out_dir's)
     python main.py --evaluate               score the latest run again, with its own data
     python main.py --predict photos/        segment a picture, or a folder of them: mask files
@@ -176,7 +177,7 @@ def run_training(cfg):
     datagen = load_data.make_datagen(cfg, saved_split=saved.get("split") if cfg.resume else None)
     datagen.sample(1, split="train", step=0)  # data that cannot train fails now, before any work
     cfg.num_classes = datagen.num_classes  # a folder's masks may have said how many
-    cfg.weights = losses.class_weights(cfg.class_weights, datagen.class_pixels())
+    cfg.weights = losses.class_weights(cfg.class_weights, datagen.class_pixels)
     strategy, cfg.chief = distributed.make_strategy(cfg.strategy, cfg.cpu_devices,
                                                     cfg.worker_timeout)
     if cfg.batch_size % strategy.num_replicas_in_sync:

@@ -9,12 +9,13 @@ from segm.tf_quiet import keras
 CLASS_WEIGHTS = ("none", "auto")
 
 
-def class_weights(choice, pixels):
-    """[w_c] for the cross-entropy of classes with pixels[c] training pixels, or None; a
-    class with no pixels takes the largest weight, so it is not ignored should it appear."""
+def class_weights(choice, count):
+    """[w_c] for the cross-entropy of classes with count()[c] training pixels (counted only
+    for auto), or None; a class with no pixels takes the largest weight, so it is not
+    ignored should it appear."""
     if choice == "none":
         return None
-    pixels = np.asarray(pixels, np.float64)
+    pixels = np.asarray(count(), np.float64)
     present = pixels > 0
     share = pixels / pixels.sum()
     weights = np.where(present, np.median(share[present]) / np.where(present, share, 1), 0)

@@ -173,11 +173,11 @@ def test_check_data_on_a_good_folder_reports_and_draws(tmp_path, capsys):
 
 
 def test_median_frequency_weights_and_the_weighted_loss_by_hand():
-    weights = losses.class_weights("auto", [900, 90, 10])
+    weights = losses.class_weights("auto", lambda: [900, 90, 10])
     shares = np.array([0.9, 0.09, 0.01])
     assert weights == pytest.approx(list(0.09 / shares), rel=1e-3)
-    assert losses.class_weights("none", [1, 2]) is None
-    assert losses.class_weights("auto", [50, 0, 50])[1] == 1.0  # absent: the largest weight
+    assert losses.class_weights("none", lambda: [1, 2]) is None
+    assert losses.class_weights("auto", lambda: [50, 0, 50])[1] == 1.0  # absent: the largest
     truth = np.array([[[0, 1], [2, 255]]])
     logits = np.random.default_rng(0).normal(size=(1, 2, 2, 3)).astype(np.float32)
     loss = losses.SegmentationLoss(3, 0.0, [1.0, 2.0, 5.0])

@@ -85,6 +85,13 @@ def test_a_binary_folder_is_refused_without_a_map_and_trains_with_one(tmp_path, 
     assert status == 0, err
     again = json.loads(out.strip().splitlines()[-1])
     assert again["class_pixels"] == scores["class_pixels"] and again["miou"] == scores["miou"]
+    # --resume trains on with the map; --predict of the run segments a picture.
+    status, _, err = call_main(capsys, "--resume", "--out_dir", tmp_path / "run", "--steps", "4")
+    resumed = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert status == 0 and resumed["class_pixels"] == scores["class_pixels"], err
+    status, _, err = call_main(capsys, "--predict", root / "images" / "p00.jpg", "--out_dir",
+                               tmp_path / "run")
+    assert status == 0 and (tmp_path / "run" / "prediction_p00.png").is_file(), err
 
 
 def test_colour_masks_read_through_classes_csv_and_name_the_classes(tmp_path, capsys):
@@ -129,8 +136,8 @@ def test_an_ultralytics_folder_takes_val_as_its_test_split_and_its_yaml_names(tm
         write_pairs(root / "images" / part, root / "masks" / part, names, grey, seed=len(part))
     (root / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\n"
                                     "names:\n  0: background\n  1: cell\n  2: nucleus\n")
-    config, scores, _ = trained(capsys, tmp_path, root)
-    assert config["layout"] == "ultralytics"
+    config, scores, _ = trained(capsys, tmp_path, root, "--class_weights", "auto")
+    assert config["layout"] == "ultralytics" and config["class_weights"] == "auto"
     assert config["split"]["test"] == ["val/p00", "val/q0", "val/q1"]
     assert scores["class_names"] == ["background", "cell", "nucleus"] and scores["n_images"] == 3
 

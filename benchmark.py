@@ -150,6 +150,13 @@ def main(argv=None):
     sub.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
                      help="main.py's augmentation of folders (off: a mirrored 2 reads as a 5)")
     sub.add_argument("--seed", type=int, default=0, help="draws the scenes")
+    sub.add_argument("--groups", default="01234,56789",
+                     help="the digits of each class after background, comma-separated: "
+                          "012,345,6789 makes 4 classes")
+    sub.add_argument("--border", type=int, default=0,
+                     help="pixels round each mask's edge left unlabelled (255)")
+    sub.add_argument("--main_args", default="",
+                     help="more flags for main.py, in quotes: '--class_weights auto'")
     sub.add_argument("--repeats", type=positive_int, default=20)
     add_output(sub)
     sub.set_defaults(run=folder.run)

@@ -188,6 +188,7 @@ class Datagen:
         if source not in SOURCES:
             raise DataError(f"source must be one of {', '.join(SOURCES)}, not {source!r}.")
         self.num_classes, self.sizes = num_classes, self._sizes(digit_scale)
+        self.class_names = plots.class_names(num_classes)
         self.angles = self._angles(digit_angle)
         self.data_dir = DEFAULT_DATA_DIR if data_dir is None else Path(data_dir)
         self.source, self._asked = self._pick(source, data_dir is not None), source
@@ -350,6 +351,10 @@ class Datagen:
                                         if name != "split" and value is not None})
         return self.render(layout)
 
+    def class_pixels(self, n=512):
+        """(K,) pixels of each class in training batch 0's n scenes: the classes' shares."""
+        return np.bincount(self.sample(n, step=0)[1].ravel(), minlength=self.num_classes)
+
     def test_set(self, n, stream=TEST_STREAM):
         """The fixed test set of n images: same data and seed, same images, whatever ran before.
 
@@ -372,7 +377,7 @@ def make_datagen(cfg, seed=None, saved_split=None):
         known = "num_classes" in cfg.given or cfg.resume or cfg.evaluate  # else: the masks say
         return folders.FolderData(cfg.data_dir, cfg.canvas, cfg.num_classes if known else None,
                                   cfg.seed if seed is None else seed, cfg.test_seed,
-                                  cfg.augment, saved_split)
+                                  cfg.augment, saved_split, mask_map=cfg.mask_map)
     scale, angle = (cfg.digit_scale_min, cfg.digit_scale_max), (cfg.digit_angle_min,
                                                                  cfg.digit_angle_max)
     return Datagen(cfg.data_dir or None, canvas=cfg.canvas, digit_size=cfg.digit_size,

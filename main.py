@@ -4,6 +4,7 @@ or on a folder of your own images and masks.
     python main.py                          train into im/train (then train2, ...); look in im/
     python main.py --model dgcn --steps 1000   every constant below is a lower-case flag
     python main.py --data_dir my_pictures   train on images/ and masks/ (see segm/folders.py)
+    python main.py --data_dir my_pictures --check_data   every problem of a folder, at once
     python main.py --resume                 continue the latest run (or --out_dir's)
     python main.py --evaluate               score the latest run again, with its own data
     python main.py --predict photos/        segment a picture, or a folder of them: mask files
@@ -19,8 +20,8 @@ from pathlib import Path
 
 import load_data
 import model as model_lib
-from segm import (checkpoints, configurator, distributed, files, folders, memory, metrics,
-                  pipeline, plots, predict, readers, runs)
+from segm import (check_data, checkpoints, configurator, distributed, files, folders, losses,
+                  memory, metrics, pipeline, plots, predict, readers, runs)
 from segm.nan_guard import NanGuard
 from segm.errors import DataError, FileError, UsageError
 from segm.tf_quiet import keras
@@ -32,6 +33,7 @@ SOURCE = "auto"            # real files, or synthetic font digits (no download);
 NUM_CLASSES = 2            # 2: background/digit; 11: background + which digit (label + 1);
                            # a folder of your own: from its masks, unless given as a flag
 CANVAS = 32                # image side in pixels; 32 is the seed repository's protocol
+MASK_MAP = ""              # your own masks' values as from:to pairs: 255:1 for 0/255 masks
 AUGMENT = True             # your own folder: random scales, crops, flips and colours (--no-augment)
 DIGIT_SIZE = 14            # MNIST digits are shrunk from 28x28 to this
 DIGITS_PER_IMAGE = 1       # more digits make busier scenes (later digits drawn on top)
@@ -48,6 +50,8 @@ STEPS = 500                # optimizer steps; 500 x 64 is the seed repository's 
 LEARNING_RATE = 3e-3       # Adam's peak rate, reached after a short warm-up, then cosine-decayed
 CLIP_NORM = 1.0            # per-weight gradient clipping (0: off): one bad batch cannot wreck a run
 WEIGHT_DECAY = 0.0         # AdamW's decoupled decay, w -= rate x decay x w each step (0: off)
+CLASS_WEIGHTS = "none"     # auto: the pixels of rare classes weigh more (median frequency
+                           # balancing, from the training masks)
 DICE_WEIGHT = 1.0          # digits cover ~4% of pixels; soft Dice keeps them from being ignored
 EVAL_EVERY = 100           # steps between checkpoints, log rows and learning-curve points
 SEED = 0                   # weights and training data; the same seed gives the same numbers
@@ -66,7 +70,8 @@ TENSORBOARD = False        # also write Keras's TensorBoard logs to {OUT_DIR}/te
 HYPERPARAMETERS = {name.lower(): value for name, value in dict(globals()).items()
                    if name.isupper()}
 CHOICES = {"source": load_data.SOURCES, "num_classes": load_data.CLASS_COUNTS,  # allowed values
-           "model": model_lib.MODELS, "strategy": distributed.STRATEGIES}
+           "model": model_lib.MODELS, "strategy": distributed.STRATEGIES,
+           "class_weights": losses.CLASS_WEIGHTS}
 
 
 class Interrupted(Exception):
@@ -92,7 +97,7 @@ def compile_model(model, cfg):
     if cfg.num_classes == 2:
         tracked.insert(0, keras.metrics.IoU(2, [1], sparse_y_pred=False, name="fg_iou",
                                             ignore_class=readers.IGNORE))
-    loss = model_lib.SegmentationLoss(cfg.num_classes, cfg.dice_weight)
+    loss = model_lib.SegmentationLoss(cfg.num_classes, cfg.dice_weight, cfg.weights)
     optimizer = keras.optimizers.Adam(schedule, clipnorm=cfg.clip_norm or None,
                                       weight_decay=cfg.weight_decay or None)
     model.compile(optimizer, loss, metrics=tracked)
@@ -172,6 +177,7 @@ def run_training(cfg):
     datagen = load_data.make_datagen(cfg, saved_split=saved.get("split") if cfg.resume else None)
     datagen.sample(1, split="train", step=0)  # data that cannot train fails now, before any work
     cfg.num_classes = datagen.num_classes  # a folder's masks may have said how many
+    cfg.weights = losses.class_weights(cfg.class_weights, datagen.class_pixels)
     strategy, cfg.chief = distributed.make_strategy(cfg.strategy, cfg.cpu_devices,
                                                     cfg.worker_timeout)
     if cfg.batch_size % strategy.num_replicas_in_sync:
@@ -201,7 +207,7 @@ def _train_and_score(cfg, strategy, datagen, settings, finished):
         data_dir = str(datagen.data_dir.resolve()) if datagen.source != "synthetic" else ""
         runs.write_json({**settings, "source": datagen.source, "data_dir": data_dir,
                          "data": datagen.describe(),
-                         **({"split": datagen.split_names()} if folder else {})},
+                         **(datagen.record() if folder else {})},
                         cfg.out_dir / "config.json")
     if folder:  # your own pictures: whole, of any size, read one by one when scored
         valid = datagen.valid_set(load_data.VALID_IMAGES)
@@ -230,9 +236,10 @@ def _train_and_score(cfg, strategy, datagen, settings, finished):
         print("note: the log has no finished interval, so there are no learning curves")
     load_data.save_grid(datagen, cfg.out_dir / "input_data.png")
     if cfg.num_classes > 2:  # which classes are taken for which
-        plots.confusion(scores["confusion"], plots.class_names(cfg.num_classes, not folder),
+        plots.confusion(scores["confusion"], datagen.class_names,
                         f"{model.name}: test-set pixels, mean IoU {scores['miou']:.3f}",
                         cfg.out_dir / f"confusion_{model.name}.png")
+    scores["class_names"] = datagen.class_names
     runs.write_json(scores, cfg.out_dir / "metrics.json")  # last: it marks the run finished
     shown = cfg.out_dir.resolve().parent == runs.RUNS.resolve()
     if shown:  # the latest run's pictures, where the edit-run-look loop looks
@@ -260,11 +267,12 @@ def run_evaluation(cfg):
         own = saved and saved.get("data_dir") == str(Path(cfg.data_dir).resolve())
         datagen = folders.FolderData(cfg.data_dir, cfg.canvas, cfg.num_classes, cfg.seed,
                                      cfg.test_seed, saved_split=own and saved.get("split"),
-                                     score_all=not own)
+                                     score_all=not own, mask_map=cfg.mask_map)
         print(f"data: {datagen.describe()}")
         scores = predict.score_pictures(model, datagen.pictures("test"), cfg.num_classes,
                                         cfg.batch_size)
         cfg.eval_images = scores["n_images"]
+        scores["class_names"] = datagen.class_names
     else:
         datagen = load_data.make_datagen(cfg, seed=cfg.test_seed)
         print(f"data: {datagen.describe()}")
@@ -285,7 +293,8 @@ def run_prediction(cfg):
     saved = runs.saved_config(cfg.checkpoint) or {}
     return predict.predict_path(Path(cfg.predict), lambda: model_lib.load_model(cfg.checkpoint),
                                 runs.describe_checkpoint(cfg.checkpoint), cfg.out_dir,
-                                cfg.batch_size, folder_run=saved.get("source") == "folder")
+                                cfg.batch_size, folder_run=saved.get("source") == "folder",
+                                names=saved.get("class_names"))
 
 
 def run_export(cfg):
@@ -335,7 +344,10 @@ def main(argv=None):
     cfg = None
     try:
         cfg = parse_config(argv)
-        if cfg.predict:
+        if cfg.check_data:
+            check_data.run(cfg.data_dir, cfg.mask_map, cfg.num_classes if "num_classes" in
+                           cfg.given else None, (cfg.out_dir or runs.RUNS) / "check_data.png")
+        elif cfg.predict:
             run_prediction(cfg)
         elif cfg.export:
             run_export(cfg)

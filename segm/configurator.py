@@ -7,7 +7,7 @@ import tokenize
 from pathlib import Path
 from types import SimpleNamespace
 
-from segm import folders, memory, runs
+from segm import layouts, masks, memory, runs
 from segm.errors import DataError, UsageError
 
 EXPORT_FORMATS = ("savedmodel", "onnx")  # --export's; ONNX needs requirements-onnx.txt
@@ -16,9 +16,9 @@ POSITIVE = ("batch_size", "steps", "eval_every", "eval_images", "canvas", "digit
             "digits_per_image", "sample_rows", "learning_rate", "digit_scale_min",
             "worker_timeout")
 NON_NEGATIVE = ("clip_norm", "weight_decay", "dice_weight", "seed", "test_seed", "cpu_devices")
-MODES = ("resume", "evaluate", "predict", "export", "overwrite")
+MODES = ("resume", "evaluate", "predict", "export", "overwrite", "check_data")
 # What the images and the test set are: a run's config.json fixes them for --evaluate.
-DATA_SETTINGS = ("data_dir", "source", "num_classes", "canvas", "digit_size", "digits_per_image",
+DATA_SETTINGS = ("data_dir", "mask_map", "source", "num_classes", "canvas", "digit_size", "digits_per_image",
                  "digit_scale_min", "digit_scale_max", "digit_angle_min", "digit_angle_max",
                  "eval_images", "test_seed")
 # The models that pool, and how often: each 2x2 pooling halves the side, so the canvas must
@@ -82,6 +82,9 @@ def parse_config(argv, defaults, choices, description, comments=None):
                         help="replace the latest run, or the one --out_dir names, with a new one")
     parser.add_argument("--evaluate", action="store_true", help="score the latest run's model again, on its own test data")
     parser.add_argument("--predict", metavar="IMAGE", help="segment a PNG/JPEG with a saved model")
+    parser.add_argument("--check_data", action="store_true",
+                        help="check --data_dir's images and masks, list every problem, draw a "
+                             "few with their masks, and stop (exit 0: it can train, 1: not)")
     parser.add_argument("--export", metavar="DIR", type=Path,
                         help="write the run's model to a new folder, as --format says")
     parser.add_argument("--format", choices=EXPORT_FORMATS, default="savedmodel",
@@ -95,7 +98,9 @@ def parse_config(argv, defaults, choices, description, comments=None):
         raise UsageError(f"unknown flag {flag}; {hint}`python main.py --help` lists them all")
     given = {a[2:].split("=")[0].removeprefix("no-") for a in argv
              if a.startswith("--")} & set(defaults)
-    cfg = SimpleNamespace(**vars(args), given=given, argv=argv, chief=True, choices=choices)
+    # weights: the loss's class weights, known once the data is (losses.class_weights)
+    cfg = SimpleNamespace(**vars(args), given=given, argv=argv, chief=True, choices=choices,
+                          weights=None)
     check_config(cfg)
     return cfg
 
@@ -107,7 +112,10 @@ def check_config(cfg):
         raise UsageError(f"{' and '.join(modes)} exclude each other; give one of them")
     if cfg.format != "savedmodel" and not cfg.export:
         raise UsageError("--format chooses --export's format; give --export DIR with it")
-    own = bool(cfg.data_dir) and folders.is_folder(cfg.data_dir)  # images/ and masks/
+    own = bool(cfg.data_dir) and layouts.is_folder(cfg.data_dir)  # images/ and masks/
+    masks.parse_map(cfg.mask_map)
+    if cfg.check_data and not cfg.data_dir:
+        raise UsageError("--check_data checks a folder of your own; pass --data_dir with it")
     for name, allowed in cfg.choices.items():
         if name == "num_classes" and own:  # your own masks: 0..K-1, and 255 unlabelled
             allowed = range(2, 256)
@@ -220,7 +228,7 @@ def adopt_saved_settings(cfg, saved, mode, defaults):
     refused unless it leaves the training unchanged (more steps, other devices).
     """
     where = cfg.data_dir if "data_dir" in cfg.given else saved.get("data_dir", "")
-    if saved.get("source") == "folder" and not folders.is_folder(where):
+    if saved.get("source") == "folder" and not layouts.is_folder(where):
         raise DataError(f"{where} does not hold the run's images/ and masks/; pass "
                         f"--data_dir where the folder is now")
     names = DATA_SETTINGS if mode == "evaluate" else [n for n in saved if n in defaults

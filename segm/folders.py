@@ -2,25 +2,26 @@
 
     PATH/images/cell01.jpg   PATH/masks/cell01.png    a seeded share is held out for testing
     PATH/train/images/...    PATH/train/masks/...     or your own split, with PATH/test/...
+    (and Ultralytics' and Pascal VOC's layouts: see segm/layouts.py)
 
 A mask is a PNG of class numbers (mode L or P): 0 background, 1..K-1 the classes,
-255 "not labelled", which no loss or metric counts (readers.IGNORE). FolderData has
+255 "not labelled", which no loss or metric counts (readers.IGNORE); classes.csv and
+--mask_map say how other masks read (segm/masks.py). FolderData has
 the face of load_data.Datagen: sample() draws training batch k from the files,
 reading only that batch's pictures, so a folder larger than memory trains as well.
 """
 import math
-import sys
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
+from segm import check_data, masks
+from segm.check_data import MAX_PIXELS
 from segm.errors import DataError
-from segm.readers import IGNORE, normalize, picture_size, read_image, read_mask
+from segm.layouts import find, is_folder
+from segm.readers import IGNORE, normalize, read_image
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-TEST_SHARE, VALID_SHARE = 0.2, 0.1  # of the pairs, when the folder has no train/ and test/
-MAX_PIXELS = 100_000_000  # a picture's header claiming more is refused before decoding
+TEST_SHARE, VALID_SHARE = 0.2, 0.1  # of the pairs, when the folder has no test split
 # Augmentation, on by default (AUGMENT in main.py): a random crop after a random scale and
 # a left-right flip move image and mask together; colour changes touch the image only.
 SCALE = (0.75, 1.33)       # zoom factor, drawn evenly on a log scale
@@ -31,93 +32,6 @@ SATURATION = (0.8, 1.25)   # away from its grey
 # drawn from (seed, ORDER_STREAM, epoch); its crops and colours from (seed, AUGMENT_STREAM, k).
 # The split comes from the test seed, so every model and seed is scored on the same files.
 ORDER_STREAM, AUGMENT_STREAM, SPLIT_STREAM = 4, 5, 6
-
-
-class Pair(NamedTuple):
-    name: str        # the file stem, shared by image and mask
-    image: Path
-    mask: Path
-    size: tuple      # (height, width) as the eye sees it
-
-
-def is_folder(path):
-    """True if path holds images/ and masks/, or train/ and test/ with those inside."""
-    path = Path(path)
-    return (path / "images").is_dir() or (path / "train" / "images").is_dir()
-
-
-def _by_stem(folder, suffixes, what):
-    """{stem: path} of the files in folder whose suffix is allowed; one sentence if not."""
-    if not folder.is_dir():
-        raise DataError(f"{folder} is missing; a folder of your own holds images/ and masks/ "
-                        f"with one mask for each image, by name")
-    found = {}
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or path.is_dir():
-            continue
-        if path.suffix.lower() not in suffixes:
-            raise DataError(f"{path} is not a {' or '.join(s[1:].upper() for s in suffixes)} "
-                            f"file; {what} must be, so move it out of {folder}")
-        if path.stem in found:
-            raise DataError(f"{found[path.stem]} and {path.name} share a name; keep one "
-                            f"{what[:-1]} per name")
-        found[path.stem] = path
-    return found
-
-
-def pair_up(root):
-    """[Pair] of root's images/ and masks/, matched by name, each pair's sizes checked."""
-    images = _by_stem(root / "images", IMAGE_SUFFIXES, "images")
-    masks = _by_stem(root / "masks", (".png",), "masks")
-    for have, lack, kind in ((images, masks, "mask"), (masks, images, "image")):
-        extra = sorted(set(have) - set(lack))
-        if extra:
-            more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
-            raise DataError(f"{have[extra[0]]} has no {kind} of the same name in "
-                            f"{root / (kind + 's')}{more}; every image needs its mask")
-    if not images:
-        raise DataError(f"{root / 'images'} holds no pictures; put PNG or JPEG images there "
-                        f"and their masks in {root / 'masks'}")
-    pairs = []
-    for name in sorted(images):
-        size = picture_size(images[name], MAX_PIXELS)
-        mask_size = picture_size(masks[name], MAX_PIXELS)
-        if size != mask_size:
-            raise DataError(f"{images[name]} is {size[1]}x{size[0]} pixels but its mask "
-                            f"{masks[name].name} is {mask_size[1]}x{mask_size[0]}; a mask "
-                            f"must cover its image pixel for pixel")
-        pairs.append(Pair(name, images[name], masks[name], size))
-    return pairs
-
-
-def class_count(pairs, num_classes=None):
-    """The number of classes: the largest mask value (255 aside) + 1, or num_classes after
-    checking every mask against it. Reads every mask once, with a progress bar."""
-    bar = _progress(len(pairs), "checking masks")
-    largest = 0
-    for i, pair in enumerate(pairs):
-        values = np.unique(read_mask(pair.mask, MAX_PIXELS))
-        values = values[values != IGNORE]
-        top = int(values.max()) if len(values) else 0
-        if num_classes and top >= num_classes:
-            raise DataError(f"{pair.mask} holds class {top}, but there are {num_classes} "
-                            f"classes (0..{num_classes - 1}, and {IGNORE} for unlabelled "
-                            f"pixels); fix the mask or pass --num_classes {top + 1}")
-        largest = max(largest, top)
-        bar(i + 1)
-    if not num_classes and largest == 0:
-        raise DataError(f"every mask in {pairs[0].mask.parent} is background (0) only; label "
-                        f"the pixels of each class 1, 2, ... (255 leaves a pixel unlabelled)")
-    return num_classes or largest + 1
-
-
-def _progress(total, what):
-    """A callable(done) drawing a Keras progress bar on a terminal for long work, else nothing."""
-    if total < 200 or not sys.stdout.isatty():
-        return lambda done: None
-    from segm.tf_quiet import keras
-    print(what)
-    return keras.utils.Progbar(total).update
 
 
 def split(pairs, seed, test_share=TEST_SHARE, valid_share=VALID_SHARE):
@@ -143,27 +57,28 @@ class FolderData:
     source = "folder"
 
     def __init__(self, data_dir, canvas=32, num_classes=None, seed=0, test_seed=2024,
-                 augment=True, saved_split=None, score_all=False):
+                 augment=True, saved_split=None, score_all=False, mask_map=""):
         self.data_dir, self.canvas, self.seed = Path(data_dir), canvas, seed
         self.augment, self.test_seed = augment, test_seed
-        self.explicit = score_all
+        self.format = masks.load(self.data_dir, mask_map)
+        self.found = find(self.data_dir)
+        checked = check_data.survey(self.found, self.format, num_classes)
+        check_data.refuse(checked, self.data_dir)
+        given = checked.pairs
+        self.explicit = score_all or given["test"] is not None
         if score_all:  # a folder to score a model on, not to train: every pair is a test
-            own = (self.data_dir / "train" / "images").is_dir()
-            every = (pair_up(self.data_dir / "train") + pair_up(self.data_dir / "test") if own
-                     else pair_up(self.data_dir))
-            parts = {"train": [], "valid": [], "test": every}
-        elif (self.data_dir / "train" / "images").is_dir():  # the user's own split
-            train, test = pair_up(self.data_dir / "train"), pair_up(self.data_dir / "test")
-            self.explicit = True
-            parts = {**split(train, test_seed, test_share=0), "test": test}
+            parts = {"train": [], "valid": [], "test": given["train"] + (given["test"] or [])}
+        elif given["test"] is not None:  # the folder's own test split
+            parts = {**split(given["train"], test_seed, test_share=0), "test": given["test"]}
         else:
-            self.explicit = False
-            parts = split(pair_up(self.data_dir), test_seed)
+            parts = split(given["train"], test_seed)
         if saved_split:  # the run's own split, as config.json recorded it
             parts = self._adopt(parts, saved_split)
         self.parts = parts
         self.given_classes = num_classes
-        self.num_classes = class_count([p for part in parts.values() for p in part], num_classes)
+        self.num_classes = checked.num_classes
+        self.class_names = check_data.class_names(self.format, self.num_classes)
+        self.pixels = checked.pixels
         self._count = 0
 
     def _adopt(self, parts, saved):
@@ -178,13 +93,25 @@ class FolderData:
         """{"train", "valid", "test"}: the file names of each part, for config.json."""
         return {part: [p.name for p in pairs] for part, pairs in self.parts.items()}
 
+    def record(self):
+        """What config.json keeps of the folder: its layout, test split, split and classes."""
+        return {"layout": self.found.layout, "test_split": self.found.split,
+                "split": self.split_names(), "class_names": self.class_names}
+
+    def class_pixels(self):
+        """(K,) labelled pixels of each class in the training pairs' masks."""
+        counts = sum((self.pixels[p.name] for p in self.parts["train"]), np.zeros(256, np.int64))
+        return counts[:self.num_classes]
+
     def describe(self):
         """One line naming the data behind the images."""
         n = {part: len(pairs) for part, pairs in self.parts.items()}
         how = ("all of them scored" if not n["train"] else
-               "train/ and test/ as given, validation drawn from train/" if self.explicit else
+               f"{self.found.layout} layout, test split {self.found.split}, validation drawn "
+               f"from the training pairs" if self.explicit else
                f"held out by test seed {self.test_seed}")
-        classes = "as given" if self.given_classes else "from the masks"
+        classes = ("as given" if self.given_classes else "from " + self.format.source
+                   if self.format.names else "from the masks")
         return (f"your own images and masks from {self.data_dir}: {n['train']} train / "
                 f"{n['valid']} validation / {n['test']} test pairs ({how}), "
                 f"{self.num_classes} classes ({classes})")
@@ -215,7 +142,7 @@ class FolderData:
         for row, b in enumerate(chosen):
             pair = pairs[picks[b]]
             images[row], masks[row] = crop(read_image(pair.image, MAX_PIXELS),
-                                           read_mask(pair.mask, MAX_PIXELS), self.canvas,
+                                           self.format.read(pair.mask, MAX_PIXELS), self.canvas,
                                            *views[b])
         return images, masks
 
@@ -238,7 +165,7 @@ class FolderData:
         `most` of them: what training is watched on, and what picks best.keras."""
         images, masks = [], []
         for pair in self.parts["valid"]:
-            picture, mask = read_image(pair.image, MAX_PIXELS), read_mask(pair.mask, MAX_PIXELS)
+            picture, mask = read_image(pair.image, MAX_PIXELS), self.format.read(pair.mask, MAX_PIXELS)
             for top in range(0, pair.size[0], self.canvas):
                 for left in range(0, pair.size[1], self.canvas):
                     image, labels = crop(picture, mask, self.canvas, top, left)
@@ -251,7 +178,7 @@ class FolderData:
     def pictures(self, part="test"):
         """(image (H, W, 3) uint8, mask (H, W) uint8) of each pair of a part, read one by one."""
         for pair in self.parts[part]:
-            yield read_image(pair.image, MAX_PIXELS), read_mask(pair.mask, MAX_PIXELS)
+            yield read_image(pair.image, MAX_PIXELS), self.format.read(pair.mask, MAX_PIXELS)
 
 
 def crop(picture, mask, canvas, top, left, scale=1.0, flip=False, colour=None):

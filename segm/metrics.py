@@ -86,12 +86,13 @@ def interval_logs(loss, confusion, num_classes, prefix=""):
 
 
 def report(scores, per_class):
-    """The scores in one line, and (per_class) a line per class with its pixels."""
+    """The scores in one line, and (per_class) a line per class, by its name, with its pixels."""
     lines = [f"test set ({scores['n_images']} images): foreground IoU {scores['fg_iou']:.4f}, "
              f"mean IoU {scores['miou']:.4f}, Dice {scores['dice']:.4f}, "
              f"pixel accuracy {scores['pixel_accuracy']:.4f}"]
     if per_class:
+        names = scores.get("class_names") or [f"class {k}" for k in range(len(scores["confusion"]))]
         for k, (iou, pixels) in enumerate(zip(scores["per_class_iou"], scores["class_pixels"])):
             shown = "   n/a" if iou is None else f"{iou:.4f}"
-            lines.append(f"  class {k:3d}: IoU {shown}  ({pixels:,} labelled pixels)")
+            lines.append(f"  {k:3d} {names[k]:<20} IoU {shown}  ({pixels:,} labelled pixels)")
     return "\n".join(lines)

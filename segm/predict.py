@@ -170,7 +170,7 @@ def draw_samples(model, datagen, tests, scores, rows, batch_size, path):
         shown = [image / 255.0 for image, _ in pairs]
         masks = [mask for _, mask in pairs]
         preds = list(segment_many(model, (image for image, _ in pairs), batch_size))
-        names = plots.class_names(num_classes, digits=False)
+        names = datagen.class_names
     else:
         images, masks = tests[0][:SAMPLE_POOL], tests[1][:SAMPLE_POOL]
         shown = readers.denormalize(images)
@@ -243,10 +243,11 @@ def segment_folder(model, paths, folder, batch_size):
     return done, skipped
 
 
-def predict_path(path, load, described, out_dir, batch_size, folder_run=False):
+def predict_path(path, load, described, out_dir, batch_size, folder_run=False, names=None):
     """--predict: one picture (its figure too, image | mask | overlay) or a folder of them, by
     the model load() returns, into a new predictions folder of out_dir; returns that folder.
-    described: the model as the output names it; folder_run: trained on a folder of its own."""
+    described: the model as the output names it; folder_run: trained on a folder of its own,
+    whose classes are names (None: class 1, class 2, ...)."""
     if not path.exists():
         raise UsageError(f"{path} does not exist; pass a PNG or JPEG, or a folder of them")
     paths = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
@@ -255,7 +256,8 @@ def predict_path(path, load, described, out_dir, batch_size, folder_run=False):
     model = load()
     print(f"segmenting {len(paths)} file{'s' * (len(paths) > 1)} with {described}")
     if not path.is_dir():
-        names = plots.class_names(model.output_shape[-1], digits=False) if folder_run else None
+        names = (names or plots.class_names(model.output_shape[-1], digits=False)
+                 if folder_run else None)
         pixels = read_image(path, max_pixels=max_image_pixels())
         segment_picture(model, pixels, path.name, out_dir, batch_size, names)
     folder, began = runs.claim(out_dir, "predictions"), time.perf_counter()

@@ -357,7 +357,8 @@ def read_mask(path, max_pixels):
         if picture.mode not in ("L", "P", "1"):
             raise DataError(f"{path} is a {picture.mode} picture, but a mask holds one class "
                             f"number per pixel; save it as an 8-bit greyscale or palette PNG "
-                            f"(mode L or P)")
+                            f"(mode L or P), or give each colour's class in a classes.csv "
+                            f"(name,r,g,b) in the data folder")
         return np.asarray(upright(), np.uint8)
     return _read(path, max_pixels, convert)
 

@@ -2,6 +2,7 @@
 import csv
 import json
 import statistics
+import shlex
 import subprocess
 import sys
 import time
@@ -35,7 +36,7 @@ def command_line(args):
             skip = True
         elif not word.startswith(("--data_dir=", "--out_dir=")):
             words.append(word)
-    return "python benchmark.py " + " ".join(words)
+    return "python benchmark.py " + shlex.join(words)
 
 
 def record(args, name, columns, rows, caption="", headline=None, section="", pictures=(),

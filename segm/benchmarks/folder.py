@@ -1,12 +1,14 @@
 """`benchmark.py folder`: a folder of generator scenes, trained on and read as any folder is.
 
-It writes --pairs scenes as PNG files (3 classes: background, digits 0-4, digits 5-9),
+It writes --pairs scenes as PNG files (by default 3 classes: background, digits 0-4, digits
+5-9; --groups chooses, --border leaves an unlabelled frame),
 trains main.py's model (--model, or its default) on them, scores its held-out split
 through the folder path and through the generator's arrays, times the folder reader
 against a training step, and writes folder_benchmark.md in --out_dir; the run is in
 --out_dir/folder/run.
 """
 import json
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -19,18 +21,29 @@ import numpy as np
 from segm import files, metrics, readers
 from segm.benchmarks.common import command_line, min_time
 
-SCENE_CLASSES = np.array([0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2], np.uint8)  # digits 0-4 -> 1, 5-9 -> 2
+def scene_classes(groups):
+    """(11,) class of each 11-class label (background, digits 0..9) under groups "01234,56789";
+    a digit in no group is background."""
+    table = np.zeros(11, np.uint8)
+    for k, group in enumerate(groups.split(","), start=1):
+        for digit in group.strip():
+            table[int(digit) + 1] = k
+    return table
 
 
 def write_scenes(args, folder, datagen):
-    """args.pairs generator scenes as images/ and masks/ PNGs in folder (3 classes: background,
-    digits 0-4, digits 5-9); returns their (images float in [-1, 1], masks) as generated.
+    """args.pairs generator scenes as images/ and masks/ PNGs in folder (background and a
+    class per digit group of args.groups, args.border pixels round the edge unlabelled);
+    returns their (images float in [-1, 1], masks) as generated.
     datagen: load_data.Datagen, handed down by benchmark.py."""
     from PIL import Image
     gen = datagen(args.data_dir or None, canvas=args.scene, digit_size=args.digit_size,
                   digits_per_image=args.digits_per_image, num_classes=11, seed=args.seed)
     images, masks = gen.sample(args.pairs)
-    masks = SCENE_CLASSES[masks]
+    masks = scene_classes(args.groups)[masks]
+    if args.border:
+        masks[:, :args.border], masks[:, -args.border:] = 255, 255
+        masks[:, :, :args.border], masks[:, :, -args.border:] = 255, 255
     pixels = np.round(readers.denormalize(images) * 255).astype(np.uint8)
     for sub, arrays in (("images", pixels), ("masks", masks)):
         (folder / sub).mkdir(parents=True, exist_ok=True)
@@ -53,7 +66,7 @@ def run(args, trio):
                str(args.canvas), "--steps", str(args.steps), "--eval_every",
                str(args.steps // 5), "--batch_size", str(args.batch_size), "--out_dir",
                str(run_dir), "--overwrite", *([] if args.augment else ["--no-augment"]),
-               *(["--model", args.model] if args.model else [])]
+               *(["--model", args.model] if args.model else []), *shlex.split(args.main_args)]
     print("$ " + " ".join(command[1:]))
     began = time.perf_counter()
     done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -65,16 +78,17 @@ def run(args, trio):
     test = [int(name.removeprefix("scene")) for name in saved_split["test"]]
     trained = trio.model.load_model(run_dir / "model.keras")
     # The same model and scenes twice: PNG files read and tiled, and the generator's arrays.
-    data = folders.FolderData(scenes, args.canvas, 3, test_seed=2024, augment=False,
+    classes = len(args.groups.split(",")) + 1
+    data = folders.FolderData(scenes, args.canvas, classes, test_seed=2024, augment=False,
                               saved_split=saved_split)
-    by_folder = predict.score_pictures(trained, data.pictures("test"), 3, 64)
+    by_folder = predict.score_pictures(trained, data.pictures("test"), classes, 64)
     if args.scene == args.canvas:  # the model's own input size: straight through it
-        by_arrays = metrics.score(trained, images[test], masks[test], 3, 64)
+        by_arrays = metrics.score(trained, images[test], masks[test], classes, 64)
     else:  # tiles of the arrays, as --predict would cut them
         pixels = np.round(readers.denormalize(images[test]) * 255).astype(np.uint8)
-        by_arrays = predict.score_pictures(trained, zip(pixels, masks[test]), 3, 64)
+        by_arrays = predict.score_pictures(trained, zip(pixels, masks[test]), classes, 64)
     # The reader on one thread, against the model's training step.
-    reader = folders.FolderData(scenes, args.canvas, 3, seed=1, augment=args.augment)
+    reader = folders.FolderData(scenes, args.canvas, classes, seed=1, augment=args.augment)
     batch_ms = statistics.median(
         min_time(lambda k=k: reader.sample(args.batch_size, step=k), 1)
         for k in range(args.repeats)) * 1000

@@ -20,7 +20,7 @@ from pathlib import Path
 import load_data
 import model as model_lib
 from segm import (checkpoints, configurator, distributed, files, folders, memory, metrics,
-                  pipeline, plots, predict, readers, runs)
+                  pipeline, plots, predict, recipe, runs)
 from segm.nan_guard import NanGuard
 from segm.errors import DataError, FileError, UsageError
 from segm.tf_quiet import keras
@@ -46,6 +46,10 @@ MODEL = "unet_fused"       # the network, each described in model.py; this U-Net
 BATCH_SIZE = 64            # global batch, split evenly across replicas
 STEPS = 500                # optimizer steps; 500 x 64 is the seed repository's budget
 LEARNING_RATE = 3e-3       # Adam's peak rate, reached after a short warm-up, then cosine-decayed
+LR_FLOOR = 0.01            # the rate's end, a share of the peak (0: the last steps settle)
+EMA = 0.0                  # weight averaging's momentum (0: off); the average is what is scored
+EMA_EVERY = 50             # steps between copies of the average into the model, with EMA
+PRECISION = "float32"      # bfloat16: Keras's mixed_bfloat16 (logits, loss stay float32); auto
 CLIP_NORM = 1.0            # per-weight gradient clipping (0: off): one bad batch cannot wreck a run
 WEIGHT_DECAY = 0.0         # AdamW's decoupled decay, w -= rate x decay x w each step (0: off)
 DICE_WEIGHT = 1.0          # digits cover ~4% of pixels; soft Dice keeps them from being ignored
@@ -66,7 +70,8 @@ TENSORBOARD = False        # also write Keras's TensorBoard logs to {OUT_DIR}/te
 HYPERPARAMETERS = {name.lower(): value for name, value in dict(globals()).items()
                    if name.isupper()}
 CHOICES = {"source": load_data.SOURCES, "num_classes": load_data.CLASS_COUNTS,  # allowed values
-           "model": model_lib.MODELS, "strategy": distributed.STRATEGIES}
+           "model": model_lib.MODELS, "strategy": distributed.STRATEGIES,
+           "precision": recipe.PRECISIONS}
 
 
 class Interrupted(Exception):
@@ -82,20 +87,8 @@ def parse_config(argv=None):
 # ---- training -----------------------------------------------------------------
 
 def compile_model(model, cfg):
-    """Adam with warm-up, cosine decay and clipping; loss and training metrics."""
-    warmup = max(1, cfg.steps // 20)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        cfg.learning_rate / 10, decay_steps=max(1, cfg.steps - warmup), alpha=0.01,
-        warmup_target=cfg.learning_rate, warmup_steps=warmup)
-    tracked = [keras.metrics.MeanIoU(cfg.num_classes, sparse_y_pred=False, name="miou",
-                                     ignore_class=readers.IGNORE)]
-    if cfg.num_classes == 2:
-        tracked.insert(0, keras.metrics.IoU(2, [1], sparse_y_pred=False, name="fg_iou",
-                                            ignore_class=readers.IGNORE))
-    loss = model_lib.SegmentationLoss(cfg.num_classes, cfg.dice_weight)
-    optimizer = keras.optimizers.Adam(schedule, clipnorm=cfg.clip_norm or None,
-                                      weight_decay=cfg.weight_decay or None)
-    model.compile(optimizer, loss, metrics=tracked)
+    """The recipe of segm/recipe.py: optimizer, schedule, averaging; loss and metrics."""
+    recipe.compile_model(model, cfg)
 
 
 def fit(cfg, strategy, datagen, valid, finished=False):
@@ -106,7 +99,7 @@ def fit(cfg, strategy, datagen, valid, finished=False):
             runs.check_same_model(cfg, model.name, model.output_shape[-1], model.input_shape[1])
         else:
             keras.utils.set_random_seed(cfg.seed)
-            model = model_lib.build_model(cfg.model, cfg.num_classes, cfg.canvas, cfg.canvas)
+            model = recipe.build(model_lib.build_model, cfg)
             compile_model(model, cfg)
     for layer in model.layers:
         # Batch statistics over the global batch, not each replica's share: the

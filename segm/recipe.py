@@ -8,6 +8,7 @@ float32, no averaging) stays the same whatever the default recipe becomes.
 from pathlib import Path
 
 from segm import losses, readers
+from segm.errors import UsageError
 from segm.tf_quiet import keras, tf
 
 PRECISIONS = ("float32", "bfloat16", "auto")
@@ -15,12 +16,19 @@ PRECISIONS = ("float32", "bfloat16", "auto")
 # natively (avx512_bf16, AMX; a unet_fused step 1.35x faster on this project's machine,
 # with batch norm fused) and GPUs of compute capability 8 or more. Never float16 on a CPU.
 BFLOAT16_GPU_CAPABILITY = (8, 0)
+# The convolutional models: the graph models' sparse products take no bfloat16.
+BFLOAT16_MODELS = ("fcn", "unet", "unet_fused", "unet_fast")
 
 
-def resolve_precision(asked):
-    """(float32 or bfloat16, why): `auto` resolved for this machine."""
+def resolve_precision(asked, model_name):
+    """(float32 or bfloat16, why): `auto` resolved for this machine and model."""
+    if asked == "bfloat16" and model_name not in BFLOAT16_MODELS:
+        raise UsageError(f"--precision bfloat16 is for {', '.join(BFLOAT16_MODELS)}; "
+                         f"{model_name}'s sparse graph products take float32 only")
     if asked != "auto":
         return asked, "as asked"
+    if model_name not in BFLOAT16_MODELS:
+        return "float32", f"auto: {model_name}'s sparse graph products take float32 only"
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:  # Keras trains on the GPU: its arithmetic decides
         capability = tf.config.experimental.get_device_details(gpus[0]).get(
@@ -48,7 +56,7 @@ def build(build_model, cfg):
     bfloat16 is Keras's mixed_bfloat16 policy: weights stay float32, layers compute in
     bfloat16; a last float32 identity layer hands the loss and metrics float32 logits.
     """
-    precision, why = resolve_precision(cfg.precision)
+    precision, why = resolve_precision(cfg.precision, cfg.model)
     print(f"precision: {precision} ({why})")
     if precision == "float32":
         return build_model(cfg.model, cfg.num_classes, cfg.canvas, cfg.canvas)

@@ -7,7 +7,7 @@ import pytest
 
 import main
 import model
-from helpers import TINY, call_main
+from helpers import TINY, call_main, says
 from segm import metrics, recipe
 from segm.tf_quiet import keras
 
@@ -41,7 +41,17 @@ def test_float32_builds_the_plain_model_and_auto_follows_the_cpu():
         w.shape for w in model.build_model("unet_fused", 2, 16, 16).weights]
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     native = "avx512_bf16" in flags or "amx_bf16" in flags  # no GPU on the test machine
-    assert recipe.resolve_precision("auto")[0] == ("bfloat16" if native else "float32")
+    assert recipe.resolve_precision("auto", "unet_fast")[0] == ("bfloat16" if native
+                                                               else "float32")
+    assert recipe.resolve_precision("auto", "regions")[0] == "float32"
+
+
+def test_bfloat16_for_a_graph_model_is_one_sentence(tmp_path, capsys):
+    status, _, err = call_main(capsys, *TINY, "--model", "gcn", "--precision", "bfloat16",
+                               "--steps", "1", "--out_dir", tmp_path / "run")
+    assert status == 2
+    says(err, "--precision bfloat16", "gcn")
+    assert not (tmp_path / "run" / "model.keras").exists()
 
 
 def test_a_bfloat16_trained_model_saves_loads_and_scores(tmp_path, capsys):

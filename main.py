@@ -54,7 +54,8 @@ PRECISION = "auto"         # bfloat16: Keras's mixed_bfloat16 (logits, loss stay
 CLIP_NORM = 1.0            # per-weight gradient clipping (0: off): one bad batch cannot wreck a run
 WEIGHT_DECAY = 0.0         # AdamW's decoupled decay, w -= rate x decay x w each step (0: off)
 DICE_WEIGHT = 1.0          # digits cover ~4% of pixels; soft Dice keeps them from being ignored
-EVAL_EVERY = 100           # steps between checkpoints, log rows and learning-curve points
+EVAL_EVERY = 150           # steps between checkpoints, log rows and learning-curve points; each
+                           # costs a validation pass and a save, and bounds what a kill loses
 SEED = 0                   # weights and training data; the same seed gives the same numbers
 STRATEGY = "default"       # mirrored: all GPUs, or CPU_DEVICES CPUs; multiworker: a cluster
 CPU_DEVICES = 0            # >1 splits the CPU into that many logical devices for `mirrored`

@@ -12,12 +12,15 @@ from segm.errors import UsageError
 from segm.tf_quiet import keras, tf
 
 PRECISIONS = ("float32", "bfloat16", "auto")
-# auto: bfloat16 only where it was measured faster than float32: a CPU that multiplies it
-# natively (avx512_bf16, AMX; a unet_fused step 1.35x faster on this project's machine,
-# with batch norm fused) and GPUs of compute capability 8 or more. Never float16 on a CPU.
+# auto: bfloat16 only where it was measured faster than float32: the models whose batch
+# norm is fused (a step 1.45x faster for unet_fused, 1.34x for unet_fast, on this
+# project's avx512_bf16 CPU), on a CPU that multiplies it natively (avx512_bf16, AMX) or
+# a GPU of compute capability 8 or more. Never float16 on a CPU.
 BFLOAT16_GPU_CAPABILITY = (8, 0)
-# The convolutional models: the graph models' sparse products take no bfloat16.
-BFLOAT16_MODELS = ("fcn", "unet", "unet_fused", "unet_fast")
+AUTO_BFLOAT16_MODELS = ("unet_fused", "unet_fast")
+# The convolutional models can be asked for bfloat16; the graph models' sparse products
+# take float32 only.
+BFLOAT16_MODELS = ("fcn", "unet", *AUTO_BFLOAT16_MODELS)
 
 
 def resolve_precision(asked, model_name):
@@ -27,8 +30,8 @@ def resolve_precision(asked, model_name):
                          f"{model_name}'s sparse graph products take float32 only")
     if asked != "auto":
         return asked, "as asked"
-    if model_name not in BFLOAT16_MODELS:
-        return "float32", f"auto: {model_name}'s sparse graph products take float32 only"
+    if model_name not in AUTO_BFLOAT16_MODELS:
+        return "float32", f"auto: {model_name} was not measured faster in bfloat16"
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:  # Keras trains on the GPU: its arithmetic decides
         capability = tf.config.experimental.get_device_details(gpus[0]).get(

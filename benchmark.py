@@ -11,6 +11,8 @@
     python benchmark.py steps [--models gcn,regions] [--keras_batch_norm]   training steps
     python benchmark.py forward [--models unet,gunet]   forward passes, eager and compiled
     python benchmark.py breakdown [--models unet,...]   one default run phase by phase; GFLOP/s
+    python benchmark.py time [--seeds 0,1] [--baseline OLD_CHECKOUT] [-- main.py flags]
+                                 time to quality: whole main.py runs, wall, CPU, test score
 
 Each subcommand is one file of segm/benchmarks/ (plots: teaching.py) whose docstring says
 what it measures and writes; this file reads the flags and hands the subcommand its args
@@ -25,7 +27,7 @@ import load_data
 import main as main_script  # as main_script: main() below is this script's own entry point
 import model
 from segm.benchmarks import (breakdown, compare, data, folder, forward, layers, params,
-                             rotation, steps, teaching)
+                             rotation, steps, teaching, time_to_quality)
 from segm.benchmarks.common import BENCH, TARGET_IOU, Trio
 from segm import records
 from segm.errors import DataError, FileError, UsageError
@@ -184,6 +186,16 @@ def main(argv=None):
     sub.add_argument("main_flags", nargs=argparse.REMAINDER,
                      help="after --: main.py flags for the run timed (default: its defaults)")
     sub.set_defaults(run=breakdown.run)
+    sub = commands.add_parser("time", help="time to quality: whole main.py runs, seeds in "
+                              "turn, wall and CPU time, test score; a baseline checkout beside")
+    sub.add_argument("--seeds", type=int_list, default=[0, 1, 2])
+    sub.add_argument("--baseline", default="", help="another checkout whose main.py runs "
+                     "the same flags in turn (e.g. a git worktree of an older commit)")
+    sub.add_argument("--data_dir", default="", help="MNIST/CIFAR-10 folder")
+    add_output(sub)
+    sub.add_argument("main_flags", nargs=argparse.REMAINDER,
+                     help="after --: main.py flags of both runs (default: its defaults)")
+    sub.set_defaults(run=time_to_quality.run)
     sub = commands.add_parser("render", help="README.md and RESULTS.md's tables again, from "
                               "the published records")
     sub.set_defaults(run=render)

@@ -192,20 +192,22 @@ def _encoder(x, filters, norm=keras.layers.BatchNormalization):
     return x, skips
 
 
-def _decoder(x, skips, norm=keras.layers.BatchNormalization):
-    """Upsample, concatenate the skip of the same scale, conv block; coarse to fine."""
+def _decoder(x, skips, norm=keras.layers.BatchNormalization, merge=keras.layers.Concatenate):
+    """Upsample, merge the skip of the same scale (concatenate, or add), conv block; coarse to
+    fine. Adding halves the first convolution's input channels, and its FLOPs."""
     for skip in reversed(skips):
         f = skip.shape[-1]
         x = keras.layers.Conv2DTranspose(f, 2, strides=2)(x)
-        x = _conv_block(keras.layers.Concatenate()([x, skip]), f, norm)
+        x = _conv_block(merge()([x, skip]), f, norm)
     return x
 
 
-def _unet(name, num_classes, height, width, coarser=0, norm=keras.layers.BatchNormalization):
+def _unet(name, num_classes, height, width, coarser=0, norm=keras.layers.BatchNormalization,
+          coarse_channels=48, merge=keras.layers.Concatenate):
     inputs = keras.Input((height, width, 3))
     x, skips = _encoder(inputs, (16, 32), norm)
-    coarse = _conv_block(x, 48, norm)                                 # (B, H/4, W/4, 48)
-    x = _decoder(coarse, skips, norm)
+    coarse = _conv_block(x, coarse_channels, norm)                    # (B, H/4, W/4, C)
+    x = _decoder(coarse, skips, norm, merge)
     outputs = keras.layers.Conv2D(num_classes, 1)(x)                  # (B, H, W, K)
     if coarser:  # FCN's score fusion: coarse class scores, upsampled, added to the output
         scores = keras.layers.Conv2D(num_classes, 1)(coarse)          # (B, H/4, W/4, K)
@@ -229,6 +231,14 @@ def unet_fused(num_classes, height, width):
     Which digit it is then need not squeeze through the decoder's 16 full-size channels.
     Its batch norm trains on TensorFlow's fused kernel, the same function in less time."""
     return _unet("unet_fused", num_classes, height, width, 96, FusedBatchNormalization)
+
+
+def unet_fast(num_classes, height, width):
+    """unet_fused for the default run: wider where it is cheap, 64 channels at 1/4 scale and
+    128 at 1/8 (which digit it is), and skips added rather than concatenated at full and
+    half size, where the arithmetic is: 48 MFLOP an image against 51."""
+    return _unet("unet_fast", num_classes, height, width, 128, FusedBatchNormalization, 64,
+                 keras.layers.Add)
 
 
 def gcn(num_classes, height, width):
@@ -302,9 +312,9 @@ def hybrid(num_classes, height, width):
     return keras.Model(inputs, outputs, name="hybrid")
 
 
-BUILDERS = {"fcn": fcn, "unet": unet, "unet_fused": unet_fused, "gcn": gcn, "cheb": cheb,
-            "dgcn": dgcn, "gcn8": gcn8, "cheb8": cheb8, "hybrid": hybrid, "gunet": gunet,
-            "regions": regions, "regions_offset": regions_offset,
+BUILDERS = {"fcn": fcn, "unet": unet, "unet_fused": unet_fused, "unet_fast": unet_fast,
+            "gcn": gcn, "cheb": cheb, "dgcn": dgcn, "gcn8": gcn8, "cheb8": cheb8, "hybrid": hybrid,
+            "gunet": gunet, "regions": regions, "regions_offset": regions_offset,
             "regions_distance": regions_distance}
 MODELS = tuple(BUILDERS)
 

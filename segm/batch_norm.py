@@ -7,7 +7,10 @@ does the statistics, the normalization and, through its registered gradient, the
 backward pass in one CPU kernel each. On unet_fused that is about a sixth of a training
 step (benchmark.py steps --keras_batch_norm). The layer is Keras's own: the same
 weights, moving statistics, momentum, saving and inference path; only a training batch
-of a 4-D, channels-last, float32 tensor on one replica takes the fused kernel.
+of a 4-D, channels-last, float32 or bfloat16 tensor on one replica takes the fused kernel.
+With bfloat16 (mixed_bfloat16) its scale, offset and statistics stay float32, as the
+kernel takes them; on this project's CPU that made a bfloat16 unet_fused step 1.45x faster
+than float32, where Keras's unfused path made it no faster at all.
 """
 from segm.tf_quiet import keras, tf
 
@@ -20,7 +23,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         return (training and self.trainable and mask is None and not self.synchronized
                 and not self.renorm and self.center and self.scale
                 and len(inputs.shape) == 4 and self.axis in (-1, 3)
-                and inputs.dtype == tf.float32)
+                and inputs.dtype in (tf.float32, tf.bfloat16))
 
     def call(self, inputs, training=None, mask=None):
         if not self._fusable(inputs, training, mask):

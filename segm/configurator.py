@@ -23,7 +23,7 @@ DATA_SETTINGS = ("data_dir", "mask_map", "source", "num_classes", "canvas", "dig
                  "eval_images", "test_seed")
 # The models that pool, and how often: each 2x2 pooling halves the side, so the canvas must
 # be a multiple of 2 ** poolings.
-POOLINGS = {"unet": 2, "hybrid": 2, "unet_fused": 3}
+POOLINGS = {"unet": 2, "hybrid": 2, "unet_fused": 3, "unet_fast": 3}
 RESUME_MAY_CHANGE = ("steps", "strategy", "cpu_devices", "worker_timeout", "sample_rows")
 # Peak memory, measured with /usr/bin/time on unet and dgcn (the largest) at 32 and 128 pixels:
 # about 0.7 GB for TensorFlow itself, and up to 6 KB per training pixel for activations.

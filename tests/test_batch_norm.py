@@ -46,6 +46,25 @@ def test_a_training_step_equals_keras_batch_normalization(shape):
                                atol=1e-5)
 
 
+def test_a_bfloat16_training_step_is_fused_and_equals_keras_within_bfloat16():
+    rng = np.random.default_rng(3)
+    shape = (4, 5, 6, 7)
+    x = tf.cast(tf.constant(rng.normal(2.0, 3.0, shape).astype(np.float32)), tf.bfloat16)
+    pair = [keras.layers.BatchNormalization(momentum=0.9, dtype="mixed_bfloat16"),
+            FusedBatchNormalization(momentum=0.9, dtype="mixed_bfloat16")]
+    for layer in pair:
+        layer.build(shape)
+    keras_bn, fused = pair
+    assert fused._fusable(x, True, None) and fused.gamma.dtype == "float32"
+    expected, got = keras_bn(x, training=True), fused(x, training=True)
+    assert got.dtype == tf.bfloat16
+    # bfloat16 keeps 8 bits of mantissa: outputs of about unit size agree to ~1%.
+    np.testing.assert_allclose(np.asarray(tf.cast(got, tf.float32)),
+                               np.asarray(tf.cast(expected, tf.float32)), atol=0.05)
+    np.testing.assert_allclose(fused.moving_mean, keras_bn.moving_mean, rtol=1e-2)
+    np.testing.assert_allclose(fused.moving_variance, keras_bn.moving_variance, rtol=2e-2)
+
+
 def test_what_the_kernel_cannot_take_falls_back_to_keras():
     rng = np.random.default_rng(1)
     x = tf.constant(rng.normal(size=(3, 6, 5)).astype(np.float32))  # (B, N, C): 3-D
@@ -66,13 +85,13 @@ def test_a_model_with_it_saves_and_loads(tmp_path):
     np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
 
 
-def test_only_unet_fused_uses_it():
-    """unet_fused trains on the fused kernel; the other models keep Keras's layer, so
+def test_only_unet_fused_and_unet_fast_use_it():
+    """unet_fused and unet_fast train on the fused kernel; the other models keep Keras's layer, so
     their published figures still come from the code that measured them."""
     import model
 
     def norms(name):
         return {type(layer) for layer in model.build_model(name).layers
                 if isinstance(layer, keras.layers.BatchNormalization)}
-    assert norms("unet_fused") == {FusedBatchNormalization}
+    assert norms("unet_fused") == norms("unet_fast") == {FusedBatchNormalization}
     assert norms("unet") == norms("hybrid") == {keras.layers.BatchNormalization}

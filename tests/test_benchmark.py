@@ -1,5 +1,6 @@
 """benchmark.py: each subcommand writes its table or pictures; finished runs are reused."""
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -245,6 +246,11 @@ def test_breakdown_times_every_phase_and_counts_flops_by_hand(capsys):
                   "checkpoints: 4 saved", "test set: 16 images scored, compiled", "pictures"):
         assert f"| {phase}" in out
     assert "| fcn | 3.4 |" in out  # the hand count below, in MFLOP
+    row = next(line for line in out.splitlines() if line.startswith("| fcn |"))
+    peaks = re.search(r"at (\d+) GFLOP/s in float32 and (\d+) in bfloat16", out)
+    achieved, share32, share16 = (float(c.strip(" %")) for c in row.strip("|").split("|")[3:])
+    assert share32 == pytest.approx(100 * achieved / int(peaks[1]), abs=1.5)
+    assert share16 == pytest.approx(100 * achieved / int(peaks[2]), abs=1.5)
     net = benchmark.TRIO.model.build_model("fcn", 2, 32, 32)
     # Four 5x5 convolutions at every one of 32x32 pixels: 3 -> 10 -> 12 -> 8 -> 2 channels.
     hand = 2 * 25 * 32 * 32 * (3 * 10 + 10 * 12 + 12 * 8 + 8 * 2)
@@ -279,3 +285,30 @@ def test_steps_times_the_fused_batch_norm_against_keras_own(capsys, monkeypatch)
     rows = [line.split(" | ")[0].lstrip("| ") for line in capsys.readouterr().out.splitlines()]
     assert "unet_fused on Keras's batch norm" in rows and "unet_fused" in rows
     assert "fcn on Keras's batch norm" not in rows
+
+
+def test_time_to_quality_times_both_checkouts_in_turn_and_scores_from_their_runs(tmp_path,
+                                                                                   capsys):
+    root = Path(benchmark.__file__).resolve().parent
+    benchmark.main(["time", "--seeds", "3", "--baseline", str(root), "--out_dir", str(tmp_path),
+                    "--", *TINY, "--steps", "2", "--eval_every", "1"])
+    out = tmp_path / "time_to_quality"
+    row = next(line for line in (out / "time_to_quality.md").read_text().splitlines()
+               if line.startswith("| 3 |"))
+    cells = [float(cell) for cell in row.strip("|").split("|")]
+    assert cells[0] == 3 and len(cells) == 8
+    for name, (wall, cpu, score) in (("new", cells[1:4]), ("baseline", cells[4:7])):
+        run = json.loads((out / f"{name}_seed3" / "metrics.json").read_text())
+        config = json.loads((out / f"{name}_seed3" / "config.json").read_text())
+        assert config["seed"] == 3 and config["steps"] == 2
+        assert score == pytest.approx(run["fg_iou"], abs=1e-4)
+        assert wall > run["train_seconds"] and cpu > 0.5  # start-up and scoring count too
+    assert cells[7] == pytest.approx(cells[1] / cells[4], abs=0.02)
+
+
+def test_time_to_quality_refuses_a_seed_among_the_main_flags(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        benchmark.main(["time", "--out_dir", str(tmp_path), "--", "--seed", "1"])
+    assert stop.value.code == 2
+    says(capsys.readouterr().err, "--seeds")
+    assert not (tmp_path / "time_to_quality").exists()

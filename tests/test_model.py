@@ -182,7 +182,7 @@ def test_bad_arguments_list_the_choices():
         graphs.grid_laplacian(3, 3, connectivity=5)
     with pytest.raises(ValueError, match=r"K .* >= 1"):
         model.ChebConv(4, K=0)
-    with pytest.raises(ValueError, match="fcn, unet, unet_fused, gcn, cheb, dgcn, gcn8, cheb8, hybrid"):
+    with pytest.raises(ValueError, match="fcn, unet, unet_fused, unet_fast, gcn, cheb, dgcn, gcn8, cheb8, hybrid"):
         model.build_model("resnet")
     with pytest.raises(ValueError, match="multiples of 4"):
         model.build_model("unet", height=30)
@@ -281,6 +281,23 @@ def test_unet_fused_adds_its_coarse_scores_upsampled_to_the_output():
                                         bilinear_matrix(24, side * 3 // 2))
     assert np.isfinite(expected).all() and np.abs(expected).mean() > 0.1
     np.testing.assert_allclose(fused(x, training=False), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_unet_fast_adds_its_skips_and_is_wider_only_below_half_size():
+    fast, fused = (model.build_model(name, 2, 32, 32) for name in ("unet_fast", "unet_fused"))
+    assert not any(isinstance(layer, keras.layers.Concatenate) for layer in fast.layers)
+    adds = [layer for layer in fast.layers if isinstance(layer, keras.layers.Add)
+            and len(layer.input[0].shape) == 4 and layer.input[0].shape[-1] in (16, 32)]
+    assert sorted(a.output.shape[1] for a in adds) == [16, 32]  # half and full size
+
+    def widths(net):  # {height: convolution widths}, 3x3 convolutions only
+        found = {}
+        for layer in net.layers:
+            if isinstance(layer, keras.layers.Conv2D) and layer.kernel_size == (3, 3):
+                found.setdefault(layer.output.shape[1], []).append(layer.filters)
+        return found
+    assert widths(fast)[32] == widths(fused)[32] and widths(fast)[16] == widths(fused)[16]
+    assert widths(fast)[8] == [64, 64] and widths(fast)[4] == [128, 128]
 
 
 # ------------------------------------------------------------------------ loss

@@ -101,8 +101,8 @@ def test_a_fresh_clone_runs_edits_a_constant_runs_again_and_stays_clean(tmp_path
     assert "run: im/train\n" in first.stdout and "synthetic" in first.stdout
     assert git("status", "--porcelain") == ""
     script = (clone / "main.py").read_text()
-    assert 'MODEL = "unet_fused"' in script
-    (clone / "main.py").write_text(script.replace('MODEL = "unet_fused"', 'MODEL = "fcn"', 1))
+    assert 'MODEL = "unet_fast"' in script
+    (clone / "main.py").write_text(script.replace('MODEL = "unet_fast"', 'MODEL = "fcn"', 1))
     second = subprocess.run([sys.executable, "main.py", *SIZES], cwd=clone,
                             capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from segm import checkpoints, metrics, pipeline, predict, readers
+from segm import checkpoints, metrics, pipeline, predict, readers, recipe
 from segm.benchmarks.common import command_line
 from segm.tf_quiet import keras, tf
 
-MATMUL_SIDE = 2048  # the peak: a float32 (2048, 2048) @ (2048, 2048) product, 17 GFLOP
+MATMUL_SIDE = 2048  # the peak: a (2048, 2048) @ (2048, 2048) product, 17 GFLOP
 
 
 def startup_seconds(main_py):
@@ -58,10 +58,10 @@ def forward_flops(net):
     return total
 
 
-def peak_gflops(repeats):
-    """This machine's float32 matmul rate, as TensorFlow reaches it: the median of repeats."""
-    a = tf.random.normal((MATMUL_SIDE, MATMUL_SIDE))
-    product = tf.function(lambda: tf.reduce_sum(tf.matmul(a, a)))
+def peak_gflops(repeats, dtype="float32"):
+    """This machine's matmul rate in dtype, as TensorFlow reaches it: the median of repeats."""
+    a = tf.cast(tf.random.normal((MATMUL_SIDE, MATMUL_SIDE)), dtype)
+    product = tf.function(lambda: tf.reduce_sum(tf.cast(tf.matmul(a, a), tf.float32)))
     product()
     seconds = [timed(lambda: product().numpy())[1] for _ in range(repeats)]
     return 2 * MATMUL_SIDE ** 3 / statistics.median(seconds) / 1e9
@@ -74,7 +74,7 @@ def one_run(cfg, trio, folder):
     (gen, tests, valid), seconds["data: files read, test and validation sets drawn"] = timed(
         lambda: (load_data.make_datagen(cfg), *load_data.held_out_sets(cfg)))
     keras.utils.set_random_seed(cfg.seed)
-    net = trio.model.build_model(cfg.model, cfg.num_classes, cfg.canvas, cfg.canvas)
+    net = recipe.build(trio.model.build_model, cfg)
     main.compile_model(net, cfg)
     intervals = cfg.steps // cfg.eval_every
     _, seconds[f"training: {cfg.steps} steps of {cfg.batch_size}"] = timed(lambda: net.fit(
@@ -130,23 +130,27 @@ def run(args, trio):
     print(f"| **sum, as main.py runs it (compiled scoring)** | **{whole:.1f}** |\n")
 
     peak = peak_gflops(args.repeats * 5)
+    peak_bf16 = peak_gflops(args.repeats * 5, "bfloat16")
     gen = trio.load_data.make_datagen(cfg)
     batch = gen.sample(cfg.batch_size, step=0)
-    print(f"Training step against the peak: a float32 {MATMUL_SIDE}x{MATMUL_SIDE} matmul "
-          f"runs at {peak:.0f} GFLOP/s here. A step's FLOPs are taken as 3x the forward "
-          f"pass's (forward, then the gradients of inputs and weights); medians of "
-          f"{args.steps_timed} steps of {cfg.batch_size}.\n")
-    print("| model | forward MFLOP/image | ms per step | achieved GFLOP/s | share of peak |")
-    print("|---|---:|---:|---:|---:|")
+    print(f"Training step against the peak: a {MATMUL_SIDE}x{MATMUL_SIDE} matmul runs at "
+          f"{peak:.0f} GFLOP/s in float32 and {peak_bf16:.0f} in bfloat16 here. A step's "
+          f"FLOPs are taken as 3x the forward pass's (forward, then the gradients of inputs "
+          f"and weights); medians of {args.steps_timed} steps of {cfg.batch_size}, in "
+          f"{cfg.precision} (--precision after -- for the other).\n")
+    print("| model | forward MFLOP/image | ms per step | achieved GFLOP/s | share of float32 "
+          "peak | share of bfloat16 peak |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name in args.models:
         keras.utils.set_random_seed(0)
-        net = trio.model.build_model(name, cfg.num_classes, cfg.canvas, cfg.canvas)
+        cfg.model = name  # the run timed above is done: cfg now names each model in turn
+        net = recipe.build(trio.model.build_model, cfg)
         main.compile_model(net, cfg)
         seconds = step_seconds(net, batch, args.steps_timed)
         flops = forward_flops(net)
         if flops is None:
-            print(f"| {name} | n/a | {1000 * seconds:.0f} | n/a | n/a |")
+            print(f"| {name} | n/a | {1000 * seconds:.0f} | n/a | n/a | n/a |")
             continue
         achieved = 3 * flops * cfg.batch_size / seconds / 1e9
         print(f"| {name} | {flops / 1e6:.1f} | {1000 * seconds:.0f} | {achieved:.0f} | "
-              f"{achieved / peak:.0%} |")
+              f"{achieved / peak:.0%} | {achieved / peak_bf16:.0%} |")

@@ -14,6 +14,11 @@ from segm import files, records
 
 BENCH = Path("im") / "benchmarks"  # every subcommand's output; git ignores it (see --publish)
 TARGET_IOU = 0.9                  # "time to reach foreground IoU 0.90" in the comparison
+# The seed repository's protocol, pinned whatever main.py's default recipe becomes, so
+# every model's published row stays comparable (steps and interval are flags of their own).
+PROTOCOL = {"batch_size": 64, "learning_rate": 3e-3, "lr_floor": 0.01,
+            "ema": 0.0, "precision": "float32", "clip_norm": 1.0, "weight_decay": 0.0,
+            "dice_weight": 1.0}
 
 
 class Trio(NamedTuple):
@@ -79,8 +84,8 @@ def train_once(name, seed, folder, args, main_py, settings=None):
     main_py: the path of main.py. settings: further main.py settings, {name: value}, that
     the run is made with.
     """
-    settings = settings or {}
-    command = [sys.executable, str(main_py), "--model", name, "--seed", str(seed),
+    settings = {"model": name, **PROTOCOL, **(settings or {})}
+    command = [sys.executable, str(main_py), "--seed", str(seed),
                "--steps", str(args.steps), "--eval_every", str(args.eval_every),
                "--out_dir", str(folder), *(["--data_dir", args.data_dir] if args.data_dir else []),
                *(f"--{key}={value}" for key, value in settings.items())]
@@ -115,4 +120,6 @@ def same_run(folder, args, settings=None):
     return ((folder / "metrics.json").is_file() and config["steps"] == args.steps
             and config["eval_every"] == args.eval_every
             and (not args.data_dir or config["data_dir"] == str(Path(args.data_dir).resolve()))
-            and all(config.get(key) == value for key, value in (settings or {}).items()))
+            # A run from before a setting existed was made with the protocol's value of it.
+            and all(config.get(key, PROTOCOL.get(key)) == value
+                    for key, value in (settings or {}).items()))

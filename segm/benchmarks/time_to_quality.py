@@ -1,0 +1,96 @@
+"""`benchmark.py time`: time to quality, the whole command as a user runs it.
+
+Each run is `python main.py [flags]` in a process of its own, timed from start-up to the
+last picture (as the MLPerf training rules count it): its wall time, its CPU time (user
+and system, of the process and its children) and its test-set score from metrics.json.
+With --baseline DIR, the main.py of another checkout (e.g. `git worktree add /tmp/old
+d12aecb`) runs the same flags in turn with this one, seed by seed, so the speed-up is a
+ratio of runs that shared the machine's load. It writes time_to_quality.md.
+"""
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from segm import files
+from segm.benchmarks.common import command_line
+from segm.errors import FileError, UsageError
+
+
+def cpu_seconds_of_children():
+    """User plus system seconds of every child process waited for so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed_run(main_py, flags, folder):
+    """{wall, cpu, score, metric} of one main.py run into folder (made afresh)."""
+    command = [sys.executable, str(main_py), *flags, "--out_dir", str(folder), "--overwrite"]
+    folder.mkdir(parents=True, exist_ok=True)
+    cpu = cpu_seconds_of_children()
+    began = time.perf_counter()
+    with open(folder.with_name(folder.name + ".txt"), "w") as log:
+        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
+                              cwd=Path(main_py).parent)
+    wall = time.perf_counter() - began
+    if done.returncode:
+        raise FileError(f"{main_py} failed with {' '.join(flags)}; see {log.name}")
+    scores = json.loads((folder / "metrics.json").read_text())
+    metric = "fg_iou" if "fg_iou" in scores else "miou"  # 11 classes: mean IoU
+    return {"wall": wall, "cpu": cpu_seconds_of_children() - cpu, "score": scores[metric],
+            "metric": metric}
+
+
+def table(results, args, recipes):
+    """The markdown table: one row per seed, recipes side by side, medians, the ratio."""
+    header = "| seed |" + "".join(f" {r}: wall s | {r}: CPU s | {r}: test score |"
+                                   for r in recipes)
+    ruler = "|---:|" + "---:|---:|---:|" * len(recipes)
+    if len(recipes) == 2:
+        header, ruler = header + " wall ratio |", ruler + "---:|"
+    lines = [f"`{command_line(args)}` ({results[recipes[0]][0]['metric']}; runs in turn)\n",
+             header, ruler]
+    for i, seed in enumerate(args.seeds):
+        row = [results[r][i] for r in recipes]
+        cells = "".join(f" {r['wall']:.1f} | {r['cpu']:.1f} | {r['score']:.4f} |" for r in row)
+        ratio = f" {row[0]['wall'] / row[1]['wall']:.2f} |" if len(row) == 2 else ""
+        lines.append(f"| {seed} |{cells}{ratio}")
+    medians = {r: {key: statistics.median(run[key] for run in results[r])
+                   for key in ("wall", "cpu", "score")} for r in recipes}
+    cells = "".join(f" **{m['wall']:.1f}** | **{m['cpu']:.1f}** | **{m['score']:.4f}** |"
+                    for m in medians.values())
+    ratios = [a["wall"] / b["wall"] for a, b in zip(*results.values())]
+    ratio = f" **{statistics.median(ratios):.2f}** |" if len(recipes) == 2 else ""
+    lines.append(f"| median |{cells}{ratio}")
+    return "\n".join(lines)
+
+
+def run(args, trio):
+    """Run main.py (and the baseline's) for every seed in turn; print and write the table."""
+    flags = [flag for flag in args.main_flags if flag != "--"]
+    if any(flag.split("=")[0] in ("--seed", "--out_dir") for flag in flags):
+        raise UsageError("--seed and --out_dir are the benchmark's own: give --seeds and "
+                         "--out_dir before the -- instead")
+    scripts = {"new": trio.main_py}
+    if args.baseline:
+        scripts["baseline"] = Path(args.baseline) / "main.py"
+        if not scripts["baseline"].is_file():
+            raise UsageError(f"--baseline {args.baseline} holds no main.py; give a checkout "
+                             f"of this project (e.g. git worktree add /tmp/old d12aecb)")
+    data = ["--data_dir", str(Path(args.data_dir).resolve())] if args.data_dir else []
+    out = Path(args.out_dir) / "time_to_quality"
+    results = {name: [] for name in scripts}
+    for seed in args.seeds:
+        for name, main_py in scripts.items():  # in turn: both see the same load
+            result = timed_run(main_py, [*data, *flags, "--seed", str(seed)],
+                               (out / f"{name}_seed{seed}").resolve())
+            results[name].append(result)
+            print(f"{name} seed {seed}: {result['wall']:.1f} s wall, {result['cpu']:.1f} s CPU, "
+                  f"test {result['metric']} {result['score']:.4f}", flush=True)
+    text = table(results, args, list(scripts))
+    print(text)
+    files.write_text(out / "time_to_quality.md", text + "\n")
+    print(f"wrote {out / 'time_to_quality.md'}")

@@ -312,3 +312,17 @@ def test_time_to_quality_refuses_a_seed_among_the_main_flags(tmp_path, capsys):
     assert stop.value.code == 2
     says(capsys.readouterr().err, "--seeds")
     assert not (tmp_path / "time_to_quality").exists()
+
+
+@pytest.mark.slow
+def test_folder_records_its_figure_under_its_command(tmp_path):
+    benchmark.main(["folder", "--pairs", "60", "--steps", "5", "--repeats", "1", "--groups",
+                    "0123,456,789", "--border", "2", "--out_dir", str(tmp_path)])
+    made = json.loads((tmp_path / "records" /
+                       "folder_pairs_60_steps_5_repeats_1_groups_0123_456_789_border_2.json"
+                       ).read_text())
+    assert made["command"] == ("python benchmark.py folder --pairs 60 --steps 5 --repeats 1 "
+                               "--groups 0123,456,789 --border 2")
+    values = dict(made["rows"])
+    assert len(values["per-class IoU, folder path"].split(", ")) == 4  # background + 3 groups
+    assert float(values["difference"]) <= 1e-4  # the folder and the arrays score alike

@@ -4,10 +4,11 @@ It writes --pairs scenes as PNG files (by default 3 classes: background, digits 
 5-9; --groups chooses, --border leaves an unlabelled frame),
 trains main.py's model (--model, or its default) on them, scores its held-out split
 through the folder path and through the generator's arrays, times the folder reader
-against a training step, and writes folder_benchmark.md in --out_dir; the run is in
+against a training step, and writes its record (records/folder_*.json) in --out_dir; the run is in
 --out_dir/folder/run.
 """
 import json
+import re
 import shlex
 import shutil
 import statistics
@@ -19,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from segm import files, metrics, readers
-from segm.benchmarks.common import command_line, min_time
+from segm.benchmarks.common import command_line, min_time, record
+
 
 def scene_classes(groups):
     """(11,) class of each 11-class label (background, digits 0..9) under groups "01234,56789";
@@ -93,21 +95,20 @@ def run(args, trio):
         min_time(lambda k=k: reader.sample(args.batch_size, step=k), 1)
         for k in range(args.repeats)) * 1000
     step_ms = args.batch_size / scores["train_images_per_second"] * 1000
-    lines = [f"`{command_line(args)}`", "",
-             "| figure | value |", "|---|---:|",
-             f"| scenes in the folder | {args.pairs} ({len(test)} held out for testing) |",
-             f"| whole run, wall clock (`main.py`, start to finish) | {wall:.0f} s |",
-             f"| training alone | {scores['train_seconds']:.0f} s |",
-             f"| mean IoU, folder path (PNG files, tiled) | {by_folder['miou']:.4f} |",
-             f"| mean IoU, generator path (its arrays) | {by_arrays['miou']:.4f} |",
-             f"| difference | {abs(by_folder['miou'] - by_arrays['miou']):.4f} |",
-             f"| per-class IoU, folder path | "
-             f"{', '.join(f'{iou:.3f}' for iou in by_folder['per_class_iou'])} |",
-             f"| reading a batch of {args.batch_size} (one thread, median of {args.repeats}) | "
-             f"{batch_ms:.1f} ms |",
-             f"| training step of {args.batch_size} | {step_ms:.0f} ms |",
-             f"| reading / step | {batch_ms / step_ms:.1%} |"]
-    table = "\n".join(lines)
-    print(table)
-    files.write_text(Path(args.out_dir) / "folder_benchmark.md", table + "\n")
-    print(f"wrote {Path(args.out_dir) / 'folder_benchmark.md'}; the run is in {run_dir}")
+    rows = [["scenes in the folder", f"{args.pairs} ({len(test)} held out for testing)"],
+            ["whole run, wall clock (`main.py`, start to finish)", f"{wall:.0f} s"],
+            ["training alone", f"{scores['train_seconds']:.0f} s"],
+            ["mean IoU, folder path (PNG files, tiled)", f"{by_folder['miou']:.4f}"],
+            ["mean IoU, generator path (its arrays)", f"{by_arrays['miou']:.4f}"],
+            ["difference", f"{abs(by_folder['miou'] - by_arrays['miou']):.4f}"],
+            ["per-class IoU, folder path",
+             ", ".join(f"{iou:.3f}" for iou in by_folder["per_class_iou"])],
+            [f"reading a batch of {args.batch_size} (one thread, median of {args.repeats})",
+             f"{batch_ms:.1f} ms"],
+            [f"training step of {args.batch_size}", f"{step_ms:.0f} ms"],
+            ["reading / step", f"{batch_ms / step_ms:.1%}"]]
+    # One figure per command: the folder's words after the subcommand name it.
+    name = "folder" + re.sub(r"[^0-9A-Za-z]+", "_", " ".join(
+        command_line(args).split()[3:])).rstrip("_")
+    record(args, name, ["figure", "value"], rows, section="Your own folders")
+    print(f"the run is in {run_dir}")

@@ -238,18 +238,21 @@ class Datagen:
         return np.arange(smallest, largest + 1)
 
     def describe(self):
-        """One line naming the data behind the images."""
+        """One line naming the data behind the images (its folder as seen from here)."""
         train, test = self.data["train"], self.data["test"]
+        folder = self.data_dir
+        if Path(folder).resolve().is_relative_to(Path.cwd()):
+            folder = Path(folder).resolve().relative_to(Path.cwd())
         if train is None:
             return (f"real MNIST t10k ({len(test.digits):,} digits) on CIFAR-10 test_batch "
-                    f"({len(test.backgrounds):,} backgrounds) from {self.data_dir}, which only "
+                    f"({len(test.backgrounds):,} backgrounds) from {folder}, which only "
                     f"holds the test files: enough to evaluate a model, not to train one")
         if self.source == "real":
             return (f"real MNIST ({len(train.digits):,} train / {len(test.digits):,} test "
                     f"digits) on CIFAR-10 ({len(train.backgrounds):,} / "
-                    f"{len(test.backgrounds):,} backgrounds) from {self.data_dir}")
+                    f"{len(test.backgrounds):,} backgrounds) from {folder}")
         why = "as asked" if self._asked == "synthetic" else (
-            f"no MNIST/CIFAR-10 files in the default folder {self.data_dir}; "
+            f"no MNIST/CIFAR-10 files in the default folder {folder}; "
             f"`python download.py` gets them")
         return f"synthetic font digits on procedural backgrounds ({why})"
 

@@ -72,8 +72,8 @@ def test_a_bfloat16_trained_model_saves_loads_and_scores(tmp_path, capsys):
 
 
 def test_the_schedule_warms_up_then_decays_to_the_floor():
-    cfg = main.parse_config(TINY + ["--steps", "200", "--learning_rate", "0.01",
-                                    "--lr_floor", "0"])
+    cfg = main.parse_config(TINY + ["--steps", "200", "--eval_every", "100",
+                                    "--learning_rate", "0.01", "--lr_floor", "0"])
     rates = [float(recipe.schedule(cfg)(step)) for step in (0, 10, 105, 200)]
     np.testing.assert_allclose(rates, [0.001, 0.01, 0.005, 0.0], atol=1e-6)
 

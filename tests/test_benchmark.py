@@ -294,9 +294,10 @@ def test_time_to_quality_times_both_checkouts_in_turn_and_scores_from_their_runs
     benchmark.main(["time", "--seeds", "3", "--baseline", str(root), "--out_dir", str(tmp_path),
                     "--", *TINY, "--steps", "2", "--eval_every", "1"])
     out = tmp_path / "time_to_quality"
-    row = next(line for line in (out / "time_to_quality.md").read_text().splitlines()
-               if line.startswith("| 3 |"))
-    cells = [float(cell) for cell in row.strip("|").split("|")]
+    made = next((tmp_path / "records").glob("time_*.json"))
+    assert "/" not in made.name  # the baseline's path names no figure
+    row = next(r for r in json.loads(made.read_text())["rows"] if r[0] == 3)
+    cells = [float(cell) for cell in row]
     assert cells[0] == 3 and len(cells) == 8
     for name, (wall, cpu, score) in (("new", cells[1:4]), ("baseline", cells[4:7])):
         run = json.loads((out / f"{name}_seed3" / "metrics.json").read_text())

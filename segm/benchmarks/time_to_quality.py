@@ -5,9 +5,10 @@ last picture (as the MLPerf training rules count it): its wall time, its CPU tim
 and system, of the process and its children) and its test-set score from metrics.json.
 With --baseline DIR, the main.py of another checkout (e.g. `git worktree add /tmp/old
 d12aecb`) runs the same flags in turn with this one, seed by seed, so the speed-up is a
-ratio of runs that shared the machine's load. It writes time_to_quality.md.
+ratio of runs that shared the machine's load. It writes its record, records/time_*.json.
 """
 import json
+import re
 import resource
 import statistics
 import subprocess
@@ -15,8 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from segm import files
-from segm.benchmarks.common import command_line
+from segm.benchmarks.common import command_line, record
 from segm.errors import FileError, UsageError
 
 
@@ -45,27 +45,23 @@ def timed_run(main_py, flags, folder):
 
 
 def table(results, args, recipes):
-    """The markdown table: one row per seed, recipes side by side, medians, the ratio."""
-    header = "| seed |" + "".join(f" {r}: wall s | {r}: CPU s | {r}: test score |"
-                                   for r in recipes)
-    ruler = "|---:|" + "---:|---:|---:|" * len(recipes)
-    if len(recipes) == 2:
-        header, ruler = header + " wall ratio |", ruler + "---:|"
-    lines = [f"`{command_line(args)}` ({results[recipes[0]][0]['metric']}; runs in turn)\n",
-             header, ruler]
+    """The columns and rows: one row per seed, recipes side by side, then the medians; with a
+    baseline, the wall ratio."""
+    columns = ["seed"] + [f"{r}: {what}" for r in recipes
+                          for what in ("wall s", "CPU s", "test " + results[r][0]["metric"])]
+    columns += ["wall ratio"] if len(recipes) == 2 else []
+    rows = []
     for i, seed in enumerate(args.seeds):
-        row = [results[r][i] for r in recipes]
-        cells = "".join(f" {r['wall']:.1f} | {r['cpu']:.1f} | {r['score']:.4f} |" for r in row)
-        ratio = f" {row[0]['wall'] / row[1]['wall']:.2f} |" if len(row) == 2 else ""
-        lines.append(f"| {seed} |{cells}{ratio}")
-    medians = {r: {key: statistics.median(run[key] for run in results[r])
-                   for key in ("wall", "cpu", "score")} for r in recipes}
-    cells = "".join(f" **{m['wall']:.1f}** | **{m['cpu']:.1f}** | **{m['score']:.4f}** |"
-                    for m in medians.values())
+        runs = [results[r][i] for r in recipes]
+        rows.append([seed] + [f"{x:.{d}f}" for run in runs for x, d in
+                              ((run["wall"], 1), (run["cpu"], 1), (run["score"], 4))]
+                    + ([f"{runs[0]['wall'] / runs[1]['wall']:.2f}"] if len(runs) == 2 else []))
+    medians = [statistics.median(run[key] for run in results[r])
+               for r in recipes for key in ("wall", "cpu", "score")]
     ratios = [a["wall"] / b["wall"] for a, b in zip(*results.values())]
-    ratio = f" **{statistics.median(ratios):.2f}** |" if len(recipes) == 2 else ""
-    lines.append(f"| median |{cells}{ratio}")
-    return "\n".join(lines)
+    rows.append(["median"] + [f"**{m:.{d}f}**" for m, d in zip(medians, (1, 1, 4) * 2)]
+                + ([f"**{statistics.median(ratios):.2f}**"] if len(recipes) == 2 else []))
+    return columns, rows
 
 
 def run(args, trio):
@@ -90,7 +86,17 @@ def run(args, trio):
             results[name].append(result)
             print(f"{name} seed {seed}: {result['wall']:.1f} s wall, {result['cpu']:.1f} s CPU, "
                   f"test {result['metric']} {result['score']:.4f}", flush=True)
-    text = table(results, args, list(scripts))
-    print(text)
-    files.write_text(out / "time_to_quality.md", text + "\n")
-    print(f"wrote {out / 'time_to_quality.md'}")
+    columns, rows = table(results, args, list(scripts))
+    print("\n".join(" | ".join(map(str, row)) for row in [columns, *rows]))
+    name = "time" + re.sub(r"[^0-9A-Za-z]+", "_", " ".join(
+        word for word in command_line(args).split()[3:] if "/" not in word)).rstrip("_")
+    caption = ("Each run the whole `python main.py` command, start-up to the last picture, "
+               "seed by seed" + (", the baseline checkout's in turn with this one's, so both "
+                                 "shared the machine's load; the baseline is "
+                                 "`git worktree add /tmp/old d12aecb`, the code before the "
+                                 "recipe of segm/recipe.py" if args.baseline else "") + ".")
+    headline = (f"time to quality of `python main.py {' '.join(flags)}`".replace(" `", "`"),
+                f"{rows[-1][1].strip('*')} s wall, test score {rows[-1][3].strip('*')}"
+                + (f", {rows[-1][-1].strip('*')}x the baseline's wall time"
+                   if args.baseline else ""))
+    record(args, name, columns, rows, caption, headline, "The default run's time")

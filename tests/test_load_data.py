@@ -263,9 +263,12 @@ def test_synthetic_stand_in_only_for_an_empty_default_folder(tmp_path, monkeypat
     monkeypatch.setattr(load_data, "DEFAULT_DATA_DIR", tmp_path / "data")
     gen = Datagen(num_classes=11, digits_per_image=2)
     assert gen.source == "synthetic" and "`python download.py` gets them" in gen.describe()
-    assert f"default folder {tmp_path / 'data'};" in gen.describe()  # outside: its whole path
     monkeypatch.chdir(tmp_path)
     assert "default folder data;" in gen.describe()  # inside the working folder: from there
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert f"default folder {tmp_path / 'data'};" in gen.describe()  # outside: its whole path
+    monkeypatch.chdir(tmp_path)
     tiny_data(tmp_path / "data")
     assert Datagen().source == "real"  # the same call, once the files are there
 

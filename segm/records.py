@@ -106,20 +106,20 @@ def _cell(value):
 
 
 def render(record):
-    """The record as markdown: the command, the provenance, the table, the caption."""
+    """The record as markdown: the command, how long it takes and the caption, the
+    provenance, then the table."""
     m = record["machine"]
     peak = (f"float32 matmul peak {m['float32_matmul_gflops']} GFLOP/s"
             if m.get("float32_matmul_gflops") else "matmul peak not recorded")
     took = f" ({duration(record['seconds'])} here)" if record.get("seconds") else ""
-    lines = [f"`{record['command']}`{took}", "",
+    caption = f" {record['caption']}" if record.get("caption") else ""
+    lines = [f"`{record['command']}`{took}.{caption}",
              f"<sub>code {record['commit']}, {record['date']}, {m['cores']} cores of {m['cpu']}, "
              f"{peak}</sub>", "",
              "| " + " | ".join(record["columns"]) + " |",
              "|" + "|".join("---" if i == 0 else "---:" for i in range(len(record["columns"])))
              + "|"]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in record["rows"]]
-    if record.get("caption"):
-        lines += ["", record["caption"]]
     return "\n".join(lines) + "\n"
 
 

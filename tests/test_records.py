@@ -46,6 +46,7 @@ def test_a_record_renders_its_cells_and_provenance():
             "rows": [["fcn", 6582, "0.894"]], "headline": ["IoU", "0.894"], "section": "A B"}
     text = records.render(made)
     assert "`python benchmark.py x`" in text and "code abc1234, 2026-01-01, 2 cores of CPU, float32 matmul peak 250" in text
-    assert "| fcn | 6,582 | 0.894 |" in text and text.endswith("One sentence.\n")
+    assert "| fcn | 6,582 | 0.894 |" in text and text.startswith(
+        "`python benchmark.py x`. One sentence.\n")
     assert "| IoU | 0.894 | `python benchmark.py x` | [A B](#a-b) |" in records.render_summary(
         {"f": made})

@@ -95,8 +95,10 @@ def run(args, trio):
                                  "shared the machine's load; the baseline is "
                                  "`git worktree add /tmp/old d12aecb`, the code before the "
                                  "recipe of segm/recipe.py" if args.baseline else "") + ".")
-    headline = (f"time to quality of `python main.py {' '.join(flags)}`".replace(" `", "`"),
+    headline = (f"whole `{' '.join(['python main.py', *flags])}`, median of seeds",
                 f"{rows[-1][1].strip('*')} s wall, test score {rows[-1][3].strip('*')}"
                 + (f", {rows[-1][-1].strip('*')}x the baseline's wall time"
                    if args.baseline else ""))
-    record(args, name, columns, rows, caption, headline, "The default run's time")
+    eleven = "--num_classes 11" in " ".join(flags).replace("=", " ")
+    record(args, name, columns, rows, caption, headline,
+           "Eleven classes" if eleven else "The default run's time")

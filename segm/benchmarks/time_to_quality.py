@@ -50,17 +50,18 @@ def table(results, args, recipes):
     columns = ["seed"] + [f"{r}: {what}" for r in recipes
                           for what in ("wall s", "CPU s", "test " + results[r][0]["metric"])]
     columns += ["wall ratio"] if len(recipes) == 2 else []
-    rows = []
+    rows, ratios = [], []
     for i, seed in enumerate(args.seeds):
         runs = [results[r][i] for r in recipes]
         rows.append([seed] + [f"{x:.{d}f}" for run in runs for x, d in
-                              ((run["wall"], 1), (run["cpu"], 1), (run["score"], 4))]
-                    + ([f"{runs[0]['wall'] / runs[1]['wall']:.2f}"] if len(runs) == 2 else []))
+                              ((run["wall"], 1), (run["cpu"], 1), (run["score"], 4))])
+        if len(runs) == 2:
+            ratios.append(runs[0]["wall"] / runs[1]["wall"])
+            rows[-1].append(f"{ratios[-1]:.2f}")
     medians = [statistics.median(run[key] for run in results[r])
                for r in recipes for key in ("wall", "cpu", "score")]
-    ratios = [a["wall"] / b["wall"] for a, b in zip(*results.values())]
     rows.append(["median"] + [f"**{m:.{d}f}**" for m, d in zip(medians, (1, 1, 4) * 2)]
-                + ([f"**{statistics.median(ratios):.2f}**"] if len(recipes) == 2 else []))
+                + ([f"**{statistics.median(ratios):.2f}**"] if ratios else []))
     return columns, rows
 
 

@@ -13,10 +13,13 @@
     python benchmark.py breakdown [--models unet,...]   one default run phase by phase; GFLOP/s
     python benchmark.py time [--seeds 0,1] [--baseline OLD_CHECKOUT] [-- main.py flags]
                                  time to quality: whole main.py runs, wall, CPU, test score
+    python benchmark.py render   README.md's and RESULTS.md's tables again, from their records
 
 Each subcommand is one file of segm/benchmarks/ (plots: teaching.py) whose docstring says
 what it measures and writes; this file reads the flags and hands the subcommand its args
-and the scripts it needs (TRIO).
+and the scripts it needs (TRIO). Outputs go to im/benchmarks/ (ignored by git); compare,
+folder and time also write their tables as records there, and with --publish, as the
+published figure in im/figures/ (segm/records.py).
 """
 import argparse
 import sys

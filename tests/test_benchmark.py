@@ -308,13 +308,15 @@ def test_time_to_quality_times_both_checkouts_in_turn_and_scores_from_their_runs
     assert cells[7] == pytest.approx(cells[1] / cells[4], abs=0.02)
 
 
-def test_time_to_quality_without_a_baseline_has_no_ratio(tmp_path):
+def test_time_to_quality_without_a_baseline_has_no_ratio_and_scores_11_classes_by_miou(
+        tmp_path):
     benchmark.main(["time", "--seeds", "3", "--out_dir", str(tmp_path), "--", *TINY,
-                    "--steps", "2", "--eval_every", "1"])
+                    "--steps", "2", "--eval_every", "1", "--num_classes", "11"])
     made = json.loads(next((tmp_path / "records").glob("time_*.json")).read_text())
-    assert made["columns"] == ["seed", "new: wall s", "new: CPU s", "new: test fg_iou"]
+    assert made["columns"] == ["seed", "new: wall s", "new: CPU s", "new: test miou"]
+    assert made["section"] == "Eleven classes"
     run = json.loads((tmp_path / "time_to_quality" / "new_seed3" / "metrics.json").read_text())
-    assert made["rows"][0][3] == f"{run['fg_iou']:.4f}" and made["rows"][1][0] == "median"
+    assert made["rows"][0][3] == f"{run['miou']:.4f}" and made["rows"][1][0] == "median"
 
 
 def test_time_to_quality_refuses_a_seed_among_the_main_flags(tmp_path, capsys):

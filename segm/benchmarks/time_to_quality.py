@@ -39,7 +39,7 @@ def timed_run(main_py, flags, folder):
     if done.returncode:
         raise FileError(f"{main_py} failed with {' '.join(flags)}; see {log.name}")
     scores = json.loads((folder / "metrics.json").read_text())
-    metric = "fg_iou" if "fg_iou" in scores else "miou"  # 11 classes: mean IoU
+    metric = "fg_iou" if len(scores["per_class_iou"]) == 2 else "miou"  # 11 classes: mean IoU
     return {"wall": wall, "cpu": cpu_seconds_of_children() - cpu, "score": scores[metric],
             "metric": metric}
 

@@ -107,12 +107,12 @@ def test_a_fresh_clone_runs_edits_a_constant_runs_again_and_stays_clean(tmp_path
                             capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr
     assert "run: im/train2\n" in second.stdout
-    for folder, name in (("train", "unet_fused"), ("train2", "fcn")):
+    for folder, name in (("train", "unet_fast"), ("train2", "fcn")):
         held = {p.name for p in (clone / "im" / folder).iterdir()}
         assert {"model.keras", "config.json", "log.csv", f"samples_{name}.png"} <= held
         assert json.loads((clone / "im" / folder / "config.json").read_text())["model"] == name
     assert (clone / "im" / "samples_fcn.png").is_file()
-    assert not (clone / "im" / "samples_unet_fused.png").exists()  # im/ shows the latest run
+    assert not (clone / "im" / "samples_unet_fast.png").exists()  # im/ shows the latest run
     assert git("status", "--porcelain") == " M main.py\n"
 
 

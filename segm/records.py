@@ -182,9 +182,16 @@ def render_all(records=None, root=ROOT):
 
 def publish(folder, names, pictures=()):
     """Copy the records `names` (and pictures) from a benchmark's folder into im/figures and
-    render the documents. A published figure made by another command is never replaced."""
+    render the documents. Only a figure a document shows is published, and one made by
+    another command is never replaced."""
     published = load()
+    shown = {figure for document in DOCUMENTS
+             for figure, _ in BLOCK.findall((ROOT / document).read_text())}
     for name in names:
+        if name not in shown:
+            raise UsageError(f"no page shows figure {name}; put <!-- figure {name} --> and "
+                             f"<!-- /figure --> where README.md or RESULTS.md should show it, "
+                             f"then publish")
         record = json.loads((Path(folder) / "records" / f"{name}.json").read_text())
         old = published.get(name)
         if old and old["command"] != record["command"]:

@@ -50,3 +50,18 @@ def test_a_record_renders_its_cells_and_provenance():
         "`python benchmark.py x`. One sentence.\n")
     assert "| IoU | 0.894 | `python benchmark.py x` | [A B](#a-b) |" in records.render_summary(
         {"f": made})
+
+
+def test_publish_refuses_a_figure_no_page_shows_and_one_another_command_made(tmp_path):
+    made = dict(records.load()["compare_gunet"], figure="nowhere")
+    records.write(made, tmp_path)
+    with pytest.raises(UsageError, match="no page shows figure nowhere"):
+        records.publish(tmp_path, ["nowhere"])
+    other = dict(records.load()["compare_gunet"], command="python benchmark.py compare "
+                 "--models gunet --seeds 0")
+    records.write(other, tmp_path)
+    with pytest.raises(UsageError, match="was made by `python benchmark.py compare --models "
+                       "gunet`"):
+        records.publish(tmp_path, ["compare_gunet"])
+    kept = records.load()["compare_gunet"]["command"]
+    assert kept == "python benchmark.py compare --models gunet"

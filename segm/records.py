@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -39,18 +40,19 @@ def commit():
             ) if head else "unknown"
 
 
-def matmul_peak(dtype="float32", side=2048, repeats=5):
-    """This machine's matmul rate in GFLOP/s as TensorFlow reaches it: the best of repeats."""
+def matmul_peak(dtype="float32", repeats=5, side=2048):
+    """This machine's matmul rate in GFLOP/s as TensorFlow reaches it: the median of repeats
+    (a bfloat16 product is summed in float32)."""
     from segm.tf_quiet import tf  # only a measurement needs TensorFlow
-    a = tf.random.stateless_normal((side, side), (0, 0), dtype=dtype)
+    a = tf.cast(tf.random.stateless_normal((side, side), (0, 0)), dtype)
     product = tf.function(lambda: tf.reduce_sum(tf.cast(tf.matmul(a, a), tf.float32)))
     product().numpy()  # traced and warm
-    best = float("inf")
+    seconds = []
     for _ in range(repeats):
         began = time.perf_counter()
         product().numpy()
-        best = min(best, time.perf_counter() - began)
-    return 2 * side ** 3 / best / 1e9
+        seconds.append(time.perf_counter() - began)
+    return 2 * side ** 3 / statistics.median(seconds) / 1e9
 
 
 def machine():

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from segm import checkpoints, metrics, pipeline, predict, readers, recipe
+from segm import checkpoints, metrics, pipeline, predict, readers, recipe, records
 from segm.benchmarks.common import command_line
-from segm.tf_quiet import keras, tf
+from segm.tf_quiet import keras
 
 MATMUL_SIDE = 2048  # the peak: a (2048, 2048) @ (2048, 2048) product, 17 GFLOP
 
@@ -56,15 +56,6 @@ def forward_flops(net):
             return None  # nodes, not pixels: as many as the image's regions
         total += 2 * int(np.prod(kernel.shape)) * int(np.prod(shape[1:-1]))
     return total
-
-
-def peak_gflops(repeats, dtype="float32"):
-    """This machine's matmul rate in dtype, as TensorFlow reaches it: the median of repeats."""
-    a = tf.cast(tf.random.normal((MATMUL_SIDE, MATMUL_SIDE)), dtype)
-    product = tf.function(lambda: tf.reduce_sum(tf.cast(tf.matmul(a, a), tf.float32)))
-    product()
-    seconds = [timed(lambda: product().numpy())[1] for _ in range(repeats)]
-    return 2 * MATMUL_SIDE ** 3 / statistics.median(seconds) / 1e9
 
 
 def one_run(cfg, trio, folder):
@@ -129,8 +120,8 @@ def run(args, trio):
         print(f"| {phase} | {median:.1f} |")
     print(f"| **sum, as main.py runs it (compiled scoring)** | **{whole:.1f}** |\n")
 
-    peak = peak_gflops(args.repeats * 5)
-    peak_bf16 = peak_gflops(args.repeats * 5, "bfloat16")
+    peak = records.matmul_peak("float32", args.repeats * 5, MATMUL_SIDE)
+    peak_bf16 = records.matmul_peak("bfloat16", args.repeats * 5, MATMUL_SIDE)
     gen = trio.load_data.make_datagen(cfg)
     batch = gen.sample(cfg.batch_size, step=0)
     print(f"Training step against the peak: a {MATMUL_SIDE}x{MATMUL_SIDE} matmul runs at "

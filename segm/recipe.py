@@ -101,3 +101,6 @@ def compile_model(model, cfg):
     loss = losses.SegmentationLoss(cfg.num_classes, cfg.dice_weight,
                                    getattr(cfg, "weights", None))
     model.compile(optimizer, loss, metrics=tracked)
+    # Built now, its variables exist before the training step is traced; built inside
+    # the first step instead, TensorFlow traces the step twice (about 2 s here).
+    optimizer.build(model.trainable_variables)

@@ -17,6 +17,7 @@ import load_data
 import main
 import model
 from segm import metrics
+from segm.tf_quiet import keras
 from test_load_data import write_cifar, write_mnist
 
 # Keras' own tensor-to-numpy conversion warns under numpy 2; nothing of ours to fix.
@@ -54,6 +55,16 @@ def test_nan_guard_keeps_the_run_alive(tmp_path):
     assert 0 <= scores["fg_iou"] <= 1
     reloaded = model.load_model(tmp_path / "model.keras")
     assert all(np.isfinite(w).all() for w in reloaded.get_weights())
+
+
+def test_the_run_callbacks_have_no_per_step_hook():
+    # A per-step hook makes Keras wait for every step before dispatching the next.
+    from segm.checkpoints import RunWriter
+    from segm.nan_guard import NanGuard
+    base = keras.callbacks.Callback
+    for callback in (NanGuard, RunWriter):
+        for hook in ("on_batch_end", "on_train_batch_end", "on_train_batch_begin"):
+            assert getattr(callback, hook) is getattr(base, hook), (callback, hook)
 
 
 @pytest.mark.parametrize("decay", [0.0, 0.5])

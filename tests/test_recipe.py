@@ -33,6 +33,23 @@ def test_a_bfloat16_step_computes_in_bfloat16_and_gives_float32_logits():
     assert {layer.compute_dtype for layer in later.layers} == {"float32"}
 
 
+def test_the_training_step_is_traced_once():
+    # The optimizer's variables exist before the first step; made inside it, they would
+    # make TensorFlow trace the whole step a second time.
+    cfg = main.parse_config(TINY + ["--model", "unet_fused"])
+    net = recipe.build(model.build_model, cfg)
+    main.compile_model(net, cfg)
+    traced, step = [], net.train_step  # train_step runs in Python only while being traced
+
+    def counted(data):
+        traced.append(1)
+        return step(data)
+    net.train_step = counted
+    net.train_on_batch(*tiny_batch())
+    net.train_on_batch(*tiny_batch(1))
+    assert len(traced) == 1
+
+
 def test_float32_builds_the_plain_model_and_auto_follows_the_cpu():
     cfg = main.parse_config(TINY + ["--precision", "float32", "--model", "unet_fused"])
     net = recipe.build(model.build_model, cfg)

@@ -13,12 +13,14 @@
     python benchmark.py breakdown [--models unet,...]   one default run phase by phase; GFLOP/s
     python benchmark.py time [--seeds 0,1] [--baseline OLD_CHECKOUT] [-- main.py flags]
                                  time to quality: whole main.py runs, wall, CPU, test score
+    python benchmark.py names [--steps 1000,3000]   digits named from their masks alone: the
+                                 eleven-class score's bound
     python benchmark.py render   README.md's and RESULTS.md's tables again, from their records
 
 Each subcommand is one file of segm/benchmarks/ (plots: teaching.py) whose docstring says
 what it measures and writes; this file reads the flags and hands the subcommand its args
 and the scripts it needs (TRIO). Outputs go to im/benchmarks/ (ignored by git); compare,
-folder and time also write their tables as records there, and with --publish, as the
+folder, time and names also write their tables as records there, and with --publish, as the
 published figure in im/figures/ (segm/records.py).
 """
 import argparse
@@ -29,7 +31,7 @@ from pathlib import Path
 import load_data
 import main as main_script  # as main_script: main() below is this script's own entry point
 import model
-from segm.benchmarks import (breakdown, compare, data, folder, forward, layers, params,
+from segm.benchmarks import (breakdown, compare, data, folder, forward, layers, names, params,
                              rotation, steps, teaching, time_to_quality)
 from segm.benchmarks.common import BENCH, TARGET_IOU, Trio
 from segm import records
@@ -199,6 +201,16 @@ def main(argv=None):
     sub.add_argument("main_flags", nargs=argparse.REMAINDER,
                      help="after --: main.py flags of both runs (default: its defaults)")
     sub.set_defaults(run=time_to_quality.run)
+    sub = commands.add_parser("names", help="eleven classes' bound: digits named from their "
+                              "true masks alone, and the mean IoU those names allow")
+    sub.add_argument("--steps", type=int_list, default=[1000, 3000],
+                     help="training budgets, in steps of 64; one row each")
+    sub.add_argument("--seed", type=int, default=0, help="weights and training scenes")
+    sub.add_argument("--eval_images", type=positive_int, default=2000,
+                     help="test scenes, main.py's fixed test set")
+    sub.add_argument("--data_dir", default="", help="MNIST/CIFAR-10 folder")
+    add_output(sub)
+    sub.set_defaults(run=names.run)
     sub = commands.add_parser("render", help="README.md and RESULTS.md's tables again, from "
                               "the published records")
     sub.set_defaults(run=render)

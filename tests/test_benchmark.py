@@ -9,7 +9,7 @@ import pytest
 
 import benchmark
 from segm import metrics
-from segm.benchmarks import common, compare, data, layers, rotation
+from segm.benchmarks import common, compare, data, layers, names, rotation
 from segm.tf_quiet import keras
 import model
 from helpers import TINY, call_main, says
@@ -339,3 +339,37 @@ def test_folder_records_its_figure_under_its_command(tmp_path):
     values = dict(made["rows"])
     assert len(values["per-class IoU, folder path"].split(", ")) == 4  # background + 3 groups
     assert float(values["difference"]) <= 1e-4  # the folder and the arrays score alike
+
+
+def test_names_paints_each_digit_with_its_name_and_scores_it_by_hand_count():
+    masks = np.zeros((3, 4, 4), np.int32)
+    masks[0, :3, 0] = 4          # a 3: three pixels of class 4
+    masks[1, 1:3, 2] = 8         # a 7: two pixels of class 8
+    assert names.digit_of(masks).tolist() == [3, 7, -1]  # the third scene lost its digit
+    painted = names.named_masks(masks, [3, 1, 5])        # the 7 named a 1
+    assert painted[1, 1:3, 2].tolist() == [2, 2] and (painted[masks == 0] == 0).all()
+    scores = metrics.metrics_from_confusion(names.confusion(masks, painted), 3)
+    # classes 0 (IoU 43/43), 2 (0 of 2), 4 (3/3), 8 (0 of 2) occur; the rest are left out
+    assert scores["miou"] == pytest.approx((1 + 0 + 1 + 0) / 4)
+    assert scores["fg_iou"] == 1.0  # every digit pixel found, whatever its name
+    right = names.named_masks(masks, names.digit_of(masks))
+    assert (right == masks).all()
+
+
+def test_names_trains_the_namer_and_records_its_accuracy(tmp_path, real_data_dir, capsys):
+    benchmark.main(["names", "--steps", "20", "--eval_images", "64", "--data_dir",
+                    str(real_data_dir), "--out_dir", str(tmp_path)])
+    made = json.loads((tmp_path / "records" / "names_steps_20_eval_images_64.json").read_text())
+    assert made["section"] == "Eleven classes" and made["rows"][0][0] == 20
+    accuracy, miou = float(made["rows"][0][1].rstrip("%")), float(made["rows"][0][2])
+    assert 0 <= accuracy <= 100 and 0 < miou <= 1
+    assert "of the test digits named right" in capsys.readouterr().out
+
+
+def test_names_refuses_a_folder_without_mnist_and_cifar(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        benchmark.main(["names", "--steps", "20", "--data_dir", str(tmp_path),
+                        "--out_dir", str(tmp_path / "out")])
+    assert stop.value.code == 1
+    says(capsys.readouterr().err, "holds no MNIST")
+    assert not (tmp_path / "out").exists()

@@ -7,7 +7,9 @@ pictures and masks with Pillow, which reads their size from the header alone.
 """
 import functools
 import gzip
+import hashlib
 import math
+import os
 import pickle
 import struct
 import warnings
@@ -17,7 +19,8 @@ from typing import NamedTuple
 import numpy as np
 from mnist import MNIST
 
-from segm.errors import DataError
+from segm import files
+from segm.errors import DataError, FileError
 
 # data/ beside the scripts (above segm/), the same from whichever folder you run in
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -27,6 +30,9 @@ CIFAR_FOLDER = "cifar-10-batches-py"  # what the official tarball extracts to
 CIFAR_BATCH = (10_000, 3072)  # the most images a CIFAR-10 batch file holds, bytes per image
 CIFAR_FILE_LIMIT = 64 << 20  # Python 3's protocol 2 stores bytes as UTF-8: a full batch < 62 MB
 IGNORE = 255  # a mask value no loss or metric counts: "not labelled" (Pascal VOC's convention)
+# MNIST as arrays, after python-mnist's first read: a run after it reads them in milliseconds
+MNIST_CACHE = Path(os.environ.get("SEGM_CACHE_DIR")
+                   or Path(__file__).resolve().parent.parent / "im" / ".cache")
 MNIST_FIX = "replace it with a good copy (`python download.py`)"
 CIFAR_FIX = "delete it and download CIFAR-10 again (`python download.py`)"
 
@@ -105,6 +111,9 @@ def read_mnist(images_path, labels_path):
         # Before python-mnist allocates what the headers claim: a header can lie.
         _check_length(labels_path, 8, count, 1, "labels")
         _check_length(images_path, 16, n, 784, "images")
+        cached = _cached_mnist(images_path, labels_path, n)
+        if cached:
+            return cached
         images, labels = _IdxReader(return_type="lists").load(str(images_path), str(labels_path))
     except DataError:
         raise
@@ -116,7 +125,42 @@ def read_mnist(images_path, labels_path):
         raise DataError(f"{labels_path} holds labels above 9, so it is not MNIST; {MNIST_FIX}.")
     # python-mnist gives a list of 784 ints per image; bytes() packs each row in C, twice
     # as fast as np.array over the nested lists.
-    return np.frombuffer(bytearray().join(map(bytes, images)), np.uint8).reshape(-1, 28, 28), labels
+    digits = np.frombuffer(bytearray().join(map(bytes, images)), np.uint8).reshape(-1, 28, 28)
+    _cache_mnist(images_path, labels_path, digits, labels)
+    return digits, labels
+
+
+def _mnist_cache_file(images_path, labels_path):
+    """(the cache file of this pair of files, the pair's path, size and time, as text)."""
+    pair = [Path(images_path).resolve(), Path(labels_path).resolve()]
+    where = hashlib.sha1(str(pair).encode()).hexdigest()[:16]
+    stamp = repr([(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in pair])
+    return MNIST_CACHE / f"mnist-{where}.npz", stamp
+
+
+def _cached_mnist(images_path, labels_path, n):
+    """(digits, labels) from the cache, when it holds these files as they are now; else None.
+    python-mnist builds a Python list per image (about a second per 20,000 digits)."""
+    path, stamp = _mnist_cache_file(images_path, labels_path)
+    try:
+        with np.load(path, allow_pickle=False) as kept:
+            if (str(kept["stamp"]) == stamp and kept["digits"].shape == (n, 28, 28)
+                    and kept["labels"].shape == (n,)):
+                return kept["digits"], kept["labels"]
+    except (OSError, ValueError, KeyError):  # none yet, or unreadable: read the files again
+        pass
+    return None
+
+
+def _cache_mnist(images_path, labels_path, digits, labels):
+    """Keep what python-mnist read (one file per pair of files, replaced when they change);
+    where im/ cannot be written, the next run reads the files again."""
+    path, stamp = _mnist_cache_file(images_path, labels_path)
+    try:
+        with files.atomic_write(path) as tmp:
+            np.savez(tmp, digits=digits, labels=labels, stamp=np.array(stamp))
+    except FileError:
+        pass
 
 
 class _Refused(pickle.UnpicklingError):

@@ -7,12 +7,21 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# MNIST's array cache (segm/readers.py) in a folder of this session's own, for the runs in
+# subprocesses too: tests leave nothing in the checkout's im/ and find nothing a run left there.
+CACHE = tempfile.mkdtemp(prefix="segm-cache-")
+os.environ["SEGM_CACHE_DIR"] = CACHE
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(CACHE, ignore_errors=True)
 
 
 def pytest_addoption(parser):

@@ -29,6 +29,29 @@ def test_mnist_reader_reads_both_spellings_gzipped_or_not(tmp_path, sep, ext):
     np.testing.assert_array_equal(data["test"].digits, shape_digits(7, T10K))
 
 
+def test_mnist_is_read_by_python_mnist_once_then_from_the_cache_until_the_files_change(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(readers, "MNIST_CACHE", tmp_path / "cache")
+    write_mnist(tmp_path / "mnist", n=30)
+    pair = [tmp_path / "mnist" / f"train-{kind}-idx{d}-ubyte.gz"
+            for kind, d in (("images", 3), ("labels", 1))]
+    first = readers.read_mnist(*pair)
+    assert len(list((tmp_path / "cache").glob("mnist-*.npz"))) == 1
+
+    def refuse(*args):
+        raise AssertionError("python-mnist read the files again")
+    with monkeypatch.context() as patched:
+        patched.setattr(readers._IdxReader, "load", refuse)
+        again = readers.read_mnist(*pair)
+    np.testing.assert_array_equal(again[0], shape_digits(30))
+    np.testing.assert_array_equal(again[1], first[1])
+    write_mnist(tmp_path / "mnist", n=30, t10k=0)  # the same files written anew: a new time
+    os.utime(pair[0], ns=(1, 1))
+    monkeypatch.setattr(readers._IdxReader, "load", refuse)
+    with pytest.raises(DataError, match="python-mnist read the files again"):
+        readers.read_mnist(*pair)
+
+
 @pytest.mark.parametrize("nested", [False, True])
 @pytest.mark.parametrize("str_keys", [False, True])
 def test_cifar_reader_reads_both_layouts(tmp_path, nested, str_keys):

@@ -59,7 +59,8 @@ CLASS_WEIGHTS = "none"     # auto: the pixels of rare classes weigh more (median
                            # balancing, from the training masks)
 DICE_WEIGHT = 1.0          # digits cover ~4% of pixels; soft Dice keeps them from being ignored
 EVAL_EVERY = 150           # steps between checkpoints, log rows and learning-curve points; each
-                           # costs a validation pass and a save, and bounds what a kill loses
+                           # costs a validation pass and a save, and bounds what a kill loses;
+                           # the nearest interval that divides STEPS, if this one does not
 SEED = 0                   # weights and training data; the same seed gives the same numbers
 STRATEGY = "default"       # mirrored: all GPUs, or CPU_DEVICES CPUs; multiworker: a cluster
 CPU_DEVICES = 0            # >1 splits the CPU into that many logical devices for `mirrored`

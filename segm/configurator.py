@@ -139,6 +139,14 @@ def check_config(cfg):
         if getattr(cfg, name) > most:
             raise UsageError(f"--{name} {getattr(cfg, name)} {why}; choose at most {most}")
     cfg.eval_every = min(cfg.eval_every, cfg.steps)
+    if cfg.steps % cfg.eval_every and not cfg.resume and "eval_every" not in cfg.given:
+        # STEPS edited, EVAL_EVERY left as it was: the interval nearest it that divides STEPS
+        # (a resumed run keeps its own interval, and a flag is taken as meant)
+        near = min((d for d in range(1, cfg.steps + 1) if cfg.steps % d == 0),
+                   key=lambda d: (abs(d - cfg.eval_every), d))
+        print(f"note: a checkpoint every {near} steps, the interval nearest EVAL_EVERY "
+              f"({cfg.eval_every}) that divides STEPS ({cfg.steps})")
+        cfg.eval_every = near
     if cfg.steps % cfg.eval_every:
         raise UsageError(f"--steps ({cfg.steps}) must be a multiple of --eval_every "
                          f"({cfg.eval_every}), the checkpoint interval")

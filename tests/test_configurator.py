@@ -21,7 +21,7 @@ def test_flags_override_defaults_with_type_checks():
     (["--batch_size", "3.5"], ["--batch_size", "invalid int"]),
     (["--model", "resnet"], ["fcn", "unet", "gcn", "cheb", "dgcn", "hybrid"]),
     (["--num_classes", "3"], ["2, 11"]),
-    (["--steps", "250"], ["multiple of --eval_every"]),
+    (["--steps", "250", "--eval_every", "150"], ["multiple of --eval_every"]),
     (["--model", "unet", "--canvas", "30"], ["unet pools 2 times", "multiple of 4"]),
     (["--model", "unet_fused", "--canvas", "36"], ["unet_fused pools 3 times", "multiple of 8"]),
     (["--cpu_devices", "2"], ["--strategy mirrored only"]),
@@ -32,6 +32,15 @@ def test_bad_flags_are_one_clear_sentence(argv, words):
         main.parse_config(argv)
     for word in words:
         assert word in str(error.value)
+
+
+@pytest.mark.parametrize("steps, interval", [(200, 100), (1000, 125), (450, 150), (7, 7)])
+def test_steps_edited_alone_take_the_nearest_interval_that_divides_them(steps, interval,
+                                                                         capsys):
+    cfg = main.parse_config(["--steps", str(steps)])  # EVAL_EVERY as main.py has it (150)
+    assert cfg.eval_every == interval and steps % interval == 0
+    note = capsys.readouterr().out
+    assert (f"every {interval} steps" in note) == (min(steps, main.EVAL_EVERY) != interval)
 
 
 @pytest.mark.parametrize("argv, words", [

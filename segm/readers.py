@@ -147,7 +147,7 @@ def _cached_mnist(images_path, labels_path, n):
             if (str(kept["stamp"]) == stamp and kept["digits"].shape == (n, 28, 28)
                     and kept["labels"].shape == (n,)):
                 return kept["digits"], kept["labels"]
-    except (OSError, ValueError, KeyError):  # none yet, or unreadable: read the files again
+    except Exception:  # none yet, or damaged in any way: the files are read again
         pass
     return None
 

@@ -52,6 +52,25 @@ def test_mnist_is_read_by_python_mnist_once_then_from_the_cache_until_the_files_
         readers.read_mnist(*pair)
 
 
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_a_damaged_cache_is_read_past_and_rewritten_never_blamed_on_the_mnist_files(
+        tmp_path, monkeypatch, damage):
+    monkeypatch.setattr(readers, "MNIST_CACHE", tmp_path / "cache")
+    write_mnist(tmp_path / "mnist", n=30)
+    pair = [tmp_path / "mnist" / f"train-{kind}-idx{d}-ubyte.gz"
+            for kind, d in (("images", 3), ("labels", 1))]
+    readers.read_mnist(*pair)
+    [kept] = (tmp_path / "cache").glob("mnist-*.npz")
+    whole = kept.read_bytes()
+    kept.write_bytes({"garbage": b"not a zip file" * 50, "truncated": whole[:len(whole) // 2],
+                      "empty": b""}[damage])
+    digits, labels = readers.read_mnist(*pair)
+    np.testing.assert_array_equal(digits, shape_digits(30))
+    np.testing.assert_array_equal(labels, np.arange(30) % 10)
+    with np.load(kept) as rewritten:  # rewritten whole from the files
+        np.testing.assert_array_equal(rewritten["digits"], digits)
+
+
 @pytest.mark.parametrize("nested", [False, True])
 @pytest.mark.parametrize("str_keys", [False, True])
 def test_cifar_reader_reads_both_layouts(tmp_path, nested, str_keys):

@@ -97,7 +97,11 @@ def samples(shown, masks, preds, num_classes, title, path, names=None, labels=No
     fig.suptitle(title + "\nerrors: blue = missed, red = false alarm, yellow = wrong class"
                  + (", grey = unlabelled" if any((m == IGNORE).any() for m in masks) else ""),
                  fontsize=9)
-    fig.tight_layout(rect=(0, 0.05 if num_classes > 2 else 0, 1, 1))
+    # Fixed margins in inches (a two-line title above, the legend below, a title per panel):
+    # the same picture as tight_layout's, without its measuring pass over every text.
+    height = 2.2 * rows + 1.0
+    fig.subplots_adjust(left=0.01, right=0.99, top=1 - 0.8 / height, wspace=0.08,
+                        hspace=0.12, bottom=(0.05 if num_classes > 2 else 0) + 0.1 / height)
     save(fig, path)
 
 

@@ -31,13 +31,15 @@ SUMMARY = "summary"  # the block that lists every record's headline
 
 
 def commit():
-    """The short hash of the code that runs, '+changes' when tracked files differ from it."""
+    """The short hash of the code that runs, '+changes' when tracked files differ from it;
+    the documents and published figures do not count (a new figure's marker goes in first)."""
     def git(*args):
         return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True,
                               text=True).stdout.strip()
     head = git("rev-parse", "--short", "HEAD")
-    return (head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
-            ) if head else "unknown"
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                  *[f":(exclude){path}" for path in (*DOCUMENTS, "im/figures")])
+    return (head + ("+changes" if changed else "")) if head else "unknown"
 
 
 def matmul_peak(dtype="float32", repeats=5, side=2048):

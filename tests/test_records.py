@@ -1,6 +1,7 @@
 """Every figure table in README.md and RESULTS.md is its record rendered (segm/records.py)."""
 import json
 import shutil
+import subprocess
 
 import pytest
 
@@ -65,3 +66,24 @@ def test_publish_refuses_a_figure_no_page_shows_and_one_another_command_made(tmp
         records.publish(tmp_path, ["compare_gunet"])
     kept = records.load()["compare_gunet"]["command"]
     assert kept == "python benchmark.py compare --models gunet"
+
+
+def test_the_code_version_marks_changed_code_but_not_the_documents_or_figures(tmp_path,
+                                                                                monkeypatch):
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+    (tmp_path / "im" / "figures").mkdir(parents=True)
+    for name in ("model.py", "README.md", "RESULTS.md", "im/figures/a.png"):
+        (tmp_path / name).write_text("first")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    monkeypatch.setattr(records, "ROOT", tmp_path)
+    clean = records.commit()
+    assert clean and "+" not in clean
+    for name in ("README.md", "RESULTS.md", "im/figures/a.png"):
+        (tmp_path / name).write_text("a new figure's marker")
+    (tmp_path / "notes.txt").write_text("untracked")
+    assert records.commit() == clean
+    (tmp_path / "model.py").write_text("changed")
+    assert records.commit() == clean + "+changes"

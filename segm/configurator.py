@@ -101,11 +101,13 @@ def parse_config(argv, defaults, choices, description, comments=None):
     # weights: the loss's class weights, known once the data is (losses.class_weights)
     cfg = SimpleNamespace(**vars(args), given=given, argv=argv, chief=True, choices=choices,
                           weights=None)
-    check_config(cfg)
+    # A resumed run's steps and interval are its own, known once adopt_saved_settings has
+    # read its config.json; they are checked then.
+    check_config(cfg, interval=not cfg.resume)
     return cfg
 
 
-def check_config(cfg):
+def check_config(cfg, interval=True):
     """Every value checked once, before any work: kinds, ranges, modes, paths and memory."""
     modes = [f"--{m}" for m in MODES if getattr(cfg, m)]
     if len(modes) > 1:
@@ -138,18 +140,8 @@ def check_config(cfg):
                             ("cpu_devices", 64, "is more logical devices than is useful")):
         if getattr(cfg, name) > most:
             raise UsageError(f"--{name} {getattr(cfg, name)} {why}; choose at most {most}")
-    cfg.eval_every = min(cfg.eval_every, cfg.steps)
-    if cfg.steps % cfg.eval_every and not cfg.resume and "eval_every" not in cfg.given:
-        # STEPS edited, EVAL_EVERY left as it was: the interval nearest it that divides STEPS
-        # (a resumed run keeps its own interval, and a flag is taken as meant)
-        near = min((d for d in range(1, cfg.steps + 1) if cfg.steps % d == 0),
-                   key=lambda d: (abs(d - cfg.eval_every), d))
-        print(f"note: a checkpoint every {near} steps, the interval nearest EVAL_EVERY "
-              f"({cfg.eval_every}) that divides STEPS ({cfg.steps})")
-        cfg.eval_every = near
-    if cfg.steps % cfg.eval_every:
-        raise UsageError(f"--steps ({cfg.steps}) must be a multiple of --eval_every "
-                         f"({cfg.eval_every}), the checkpoint interval")
+    if interval:
+        check_interval(cfg)
     poolings = POOLINGS.get(cfg.model, 0)
     if cfg.canvas % 2 ** poolings:
         raise UsageError(f"{cfg.model} pools {poolings} times, so --canvas must be a multiple "
@@ -175,6 +167,23 @@ def check_config(cfg):
         raise UsageError("--source synthetic draws no files, so --data_dir would be ignored; "
                          "give one or the other")
     check_paths(cfg)
+
+
+def check_interval(cfg):
+    """STEPS a multiple of EVAL_EVERY, the checkpoint interval; with STEPS edited alone, the
+    interval nearest EVAL_EVERY that divides it."""
+    cfg.eval_every = min(cfg.eval_every, cfg.steps)
+    if cfg.steps % cfg.eval_every and not cfg.resume and "eval_every" not in cfg.given:
+        # STEPS edited, EVAL_EVERY left as it was: the interval nearest it that divides STEPS
+        # (a resumed run keeps its own interval, and a flag is taken as meant)
+        near = min((d for d in range(1, cfg.steps + 1) if cfg.steps % d == 0),
+                   key=lambda d: (abs(d - cfg.eval_every), d))
+        print(f"note: a checkpoint every {near} steps, the interval nearest EVAL_EVERY "
+              f"({cfg.eval_every}) that divides STEPS ({cfg.steps})")
+        cfg.eval_every = near
+    if cfg.steps % cfg.eval_every:
+        raise UsageError(f"--steps ({cfg.steps}) must be a multiple of --eval_every "
+                         f"({cfg.eval_every}), the checkpoint interval")
 
 
 def check_training_memory(cfg, stored_images):

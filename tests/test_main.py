@@ -216,6 +216,17 @@ def test_resume_of_a_finished_run_needs_more_steps(finished_run, capsys):
     assert snapshot(finished_run) == before
 
 
+def test_resume_checks_the_runs_own_interval_not_the_files(finished_run, capsys, monkeypatch):
+    # main.py edited to STEPS = 200 after the run (4 steps, every 2): 200 is no multiple of
+    # the file's EVAL_EVERY (150), but the run resumed keeps its own steps and interval
+    monkeypatch.setitem(main.HYPERPARAMETERS, "steps", 200)
+    assert 200 % main.HYPERPARAMETERS["eval_every"]
+    status, _, err = call_main(capsys, "--resume", "--out_dir", finished_run)
+    assert status == 2 and "pass a larger --steps" in one_sentence(err)
+    status, _, err = call_main(capsys, "--resume", "--steps", "5", "--out_dir", finished_run)
+    assert status == 2 and says(err, "--steps (5) must be a multiple of --eval_every (2)")
+
+
 @pytest.mark.slow
 def test_overwrite_replaces_a_finished_run(run_copy, capsys):
     for old in ("samples_unet.png", "learning_curves_unet.png", "prediction_cat.png"):

@@ -1,6 +1,7 @@
 """What several subcommands share: the scripts handed down, timing, and main.py runs."""
 import csv
 import json
+import re
 import statistics
 import shlex
 import subprocess
@@ -27,6 +28,13 @@ class Trio(NamedTuple):
     model: ModuleType
     load_data: ModuleType
     main_py: Path  # main.py's own file, for runs in a process of their own
+
+
+def figure_name(stem, args):
+    """One figure per command: stem and the command's words after the subcommand, paths left
+    out (a baseline checkout's place names no figure), e.g. time_seeds_0_1_baseline."""
+    words = [word for word in command_line(args).split()[3:] if "/" not in word]
+    return stem + re.sub(r"[^0-9A-Za-z]+", "_", " ".join(words)).rstrip("_")
 
 
 def command_line(args):

@@ -8,7 +8,6 @@ against a training step, and writes its record (records/folder_*.json) in --out_
 --out_dir/folder/run.
 """
 import json
-import re
 import shlex
 import shutil
 import statistics
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from segm import files, metrics, readers
-from segm.benchmarks.common import command_line, min_time, record
+from segm.benchmarks.common import figure_name, min_time, record
 
 
 def scene_classes(groups):
@@ -107,8 +106,6 @@ def run(args, trio):
              f"{batch_ms:.1f} ms"],
             [f"training step of {args.batch_size}", f"{step_ms:.0f} ms"],
             ["reading / step", f"{batch_ms / step_ms:.1%}"]]
-    # One figure per command: the folder's words after the subcommand name it.
-    name = "folder" + re.sub(r"[^0-9A-Za-z]+", "_", " ".join(
-        command_line(args).split()[3:])).rstrip("_")
+    name = figure_name("folder", args)
     record(args, name, ["figure", "value"], rows, section="Your own folders")
     print(f"the run is in {run_dir}")

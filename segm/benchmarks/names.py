@@ -9,13 +9,12 @@ on the true masks, give the mean IoU that perfect masks with those names would s
 fixed test set: what a segmentation model trained for as long could hope for at most, if it
 named digits as well as a network that does nothing else.
 """
-import re
 import time
 
 import numpy as np
 
 from segm import metrics
-from segm.benchmarks.common import command_line, record
+from segm.benchmarks.common import figure_name, record
 
 BATCH = 64
 
@@ -101,9 +100,7 @@ def run(args, trio):
                f"training time. Mean IoU: the true masks of the {args.eval_images:,} test "
                f"scenes, each digit painted with the name the CNN gave it.")
     best = rows[-1]
-    # One figure per command: its words after the subcommand name it.
-    name = "names" + re.sub(r"[^0-9A-Za-z]+", "_", " ".join(
-        command_line(args).split()[3:])).rstrip("_")
+    name = figure_name("names", args)
     record(args, name, ["steps", "digits named right", "mean IoU, perfect masks so named",
                         "training s"], rows, caption,
            headline=(f"eleven classes' bound: perfect masks, digits named from the masks "

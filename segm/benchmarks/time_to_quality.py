@@ -8,7 +8,6 @@ d12aecb`) runs the same flags in turn with this one, seed by seed, so the speed-
 ratio of runs that shared the machine's load. It writes its record, records/time_*.json.
 """
 import json
-import re
 import resource
 import statistics
 import subprocess
@@ -16,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from segm.benchmarks.common import command_line, record
+from segm.benchmarks.common import figure_name, record
 from segm.errors import FileError, UsageError
 
 
@@ -89,8 +88,7 @@ def run(args, trio):
                   f"test {result['metric']} {result['score']:.4f}", flush=True)
     columns, rows = table(results, args, list(scripts))
     print("\n".join(" | ".join(map(str, row)) for row in [columns, *rows]))
-    name = "time" + re.sub(r"[^0-9A-Za-z]+", "_", " ".join(
-        word for word in command_line(args).split()[3:] if "/" not in word)).rstrip("_")
+    name = figure_name("time", args)
     caption = ("Each run the whole `python main.py` command, start-up to the last picture, "
                "seed by seed" + (", the baseline checkout's in turn with this one's, so both "
                                  "shared the machine's load; the baseline is "

@@ -37,22 +37,28 @@ class SegmentationLoss(keras.losses.Loss):
         y_true = keras.ops.cast(y_true, "int32")                      # (B, H, W)
         # Unlabelled pixels (IGNORE) count in neither term. Dividing by the labelled
         # share keeps a fully labelled image's loss bit for bit the plain mean.
-        labelled = keras.ops.cast(keras.ops.not_equal(y_true, IGNORE), y_pred.dtype)
+        known = keras.ops.not_equal(y_true, IGNORE)
+        labelled = keras.ops.cast(known, y_pred.dtype)
         share = keras.ops.maximum(keras.ops.mean(labelled, axis=(1, 2)), 1e-9)   # (B,)
-        ce = keras.losses.sparse_categorical_crossentropy(
-            y_true, y_pred, from_logits=True, ignore_class=IGNORE)
+        # Both terms from one log-sum-exp: log p(true class) = its logit - logsumexp, so
+        # neither a softmax over every class nor one-hot masks are ever made.
+        lse = keras.ops.logsumexp(y_pred, axis=-1)                    # (B, H, W)
+        label = keras.ops.where(known, y_true, 0)                     # IGNORE: any class
+        log_p = keras.ops.take_along_axis(y_pred, label[..., None], axis=-1)[..., 0] - lse
         weight = labelled
         if self.class_weights:  # each pixel's weight is its true class's; IGNORE's is 0
             table = keras.ops.convert_to_tensor(
                 list(self.class_weights) + [0.0] * (256 - len(self.class_weights)), y_pred.dtype)
             weight = keras.ops.take(table, y_true)                     # (B, H, W)
-        ce = keras.ops.mean(ce * weight, axis=(1, 2)) / share         # (B,)
+        ce = keras.ops.mean(-log_p * weight, axis=(1, 2)) / share     # (B,)
         if not self.dice_weight:
             return ce
-        probs = keras.ops.softmax(y_pred)[..., 1:] * labelled[..., None]  # (B, H, W, K-1)
-        truth = keras.ops.one_hot(y_true, self.num_classes)[..., 1:]  # IGNORE: all zeros
-        overlap = keras.ops.sum(probs * truth, axis=(1, 2, 3))
-        total = keras.ops.sum(probs + truth, axis=(1, 2, 3))
+        # Soft Dice over the digit classes: |P∩T| is the true class's probability summed
+        # over digit pixels, |P| the digit probability 1 - p(background) over labelled ones.
+        digit = keras.ops.cast(label > 0, y_pred.dtype) * labelled   # (B, H, W)
+        overlap = keras.ops.sum(keras.ops.exp(log_p) * digit, axis=(1, 2))
+        found = (1 - keras.ops.exp(y_pred[..., 0] - lse)) * labelled
+        total = keras.ops.sum(found + digit, axis=(1, 2))
         dice = (2 * overlap + 1) / (total + 1)  # +1: an image without digits scores 1, not 0/0
         return ce + self.dice_weight * (1 - dice)
 

@@ -302,13 +302,17 @@ def test_unet_fast_adds_its_skips_and_is_wider_only_below_half_size():
 
 # ------------------------------------------------------------------------ loss
 
-def loss_reference(masks, logits, dice_weight):
-    """Cross-entropy plus dice_weight * (1 - soft Dice over classes 1..K-1), float64 numpy."""
+def loss_reference(masks, logits, dice_weight, weights=None):
+    """Cross-entropy plus dice_weight * (1 - soft Dice over classes 1..K-1), float64 numpy;
+    pixels labelled 255 count in neither term, and weights[c] scales class c's cross-entropy."""
+    k = logits.shape[-1]
     z = logits.astype(np.float64) - logits.max(-1, keepdims=True)
     log_p = z - np.log(np.exp(z).sum(-1, keepdims=True))
-    truth = np.eye(logits.shape[-1])[masks]                       # (B, H, W, K)
-    ce = -(truth * log_p).sum(-1).mean((1, 2))                    # (B,)
-    p, t = np.exp(log_p)[..., 1:], truth[..., 1:]
+    known = masks != 255
+    truth = np.eye(k)[np.where(known, masks, 0)] * known[..., None]  # (B, H, W, K)
+    w = np.ones(k) if weights is None else np.asarray(weights, np.float64)
+    ce = -(truth * log_p * w).sum((1, 2, 3)) / np.maximum(known.sum((1, 2)), 1e-9)  # (B,)
+    p, t = np.exp(log_p)[..., 1:] * known[..., None], truth[..., 1:]
     dice = (2 * (p * t).sum((1, 2, 3)) + 1) / ((p + t).sum((1, 2, 3)) + 1)
     return np.mean(ce + dice_weight * (1 - dice))
 
@@ -322,6 +326,18 @@ def test_loss_matches_numpy_and_is_finite_on_empty_masks(dice_weight):
         value = float(loss(masks, logits))
         assert np.isfinite(value) and value > 0
         assert value == pytest.approx(loss_reference(masks, logits, dice_weight), rel=1e-5)
+
+
+@pytest.mark.parametrize("weights", [None, [0.5, 2.0, 4.0, 1.0, 3.0]])
+def test_loss_skips_unlabelled_pixels_and_weighs_classes_as_numpy_does(weights):
+    rng = np.random.default_rng(3)
+    logits = (3 * rng.normal(size=(3, 6, 6, 5))).astype("float32")
+    masks = rng.integers(0, 5, (3, 6, 6))
+    masks[0, :2] = 255  # partly unlabelled
+    masks[1] = 255      # not labelled at all: adds nothing, and stays finite
+    loss = model.SegmentationLoss(num_classes=5, dice_weight=1.0, class_weights=weights)
+    assert float(loss(masks, logits)) == pytest.approx(
+        loss_reference(masks, logits, 1.0, weights), rel=1e-5)
 
 
 def test_loss_config_round_trips():

@@ -1,6 +1,6 @@
 """segmentation.ipynb, every cell in order, in a new kernel.
 
-    python -m segm.notebook            rewrites the notebook's committed outputs (~2 minutes)
+    python -m segm.notebook            rewrites the notebook's committed outputs (under a minute)
     python -m segm.notebook --check    runs it and leaves the file as it is (CI); fails on an error
 
 Needs requirements-dev.txt. The kernel starts in the project's folder, so the notebook's
@@ -16,7 +16,7 @@ from pathlib import Path
 from segm import files
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "segmentation.ipynb"
-CELL_TIMEOUT = 600  # seconds one cell may take: the training cell needs about a minute
+CELL_TIMEOUT = 600  # seconds one cell may take: the training cell takes well under a minute
 
 
 def execute(path=NOTEBOOK, write=True):

@@ -55,7 +55,7 @@ class SegmentationLoss(keras.losses.Loss):
             return ce
         # Soft Dice over the digit classes: |P∩T| is the true class's probability summed
         # over digit pixels, |P| the digit probability 1 - p(background) over labelled ones.
-        digit = keras.ops.cast(label > 0, y_pred.dtype) * labelled   # (B, H, W)
+        digit = keras.ops.cast(label > 0, y_pred.dtype)  # (B, H, W); IGNORE's label is 0
         overlap = keras.ops.sum(keras.ops.exp(log_p) * digit, axis=(1, 2))
         found = (1 - keras.ops.exp(y_pred[..., 0] - lse)) * labelled
         total = keras.ops.sum(found + digit, axis=(1, 2))

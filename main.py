@@ -180,7 +180,7 @@ def run_training(cfg):
         raise UsageError(f"--batch_size {cfg.batch_size} does not split evenly over "
                          f"{strategy.num_replicas_in_sync} replicas")
     if cfg.out_dir is None and cfg.chief:  # the data is found: now the new run takes its folder
-        cfg.out_dir = runs.claim()
+        cfg.out_dir = cfg.claimed = runs.claim()
         cfg.checkpoint = cfg.checkpoint or cfg.out_dir / "model.keras"
     settings = runs.settings_of(cfg, HYPERPARAMETERS)
     shown = {k: v for k, v in settings.items()  # a folder has no digits to set
@@ -374,7 +374,9 @@ def main(argv=None):
             print(f"\ninterrupted; the checkpoint is kept; continue with: "
                   f"{runs.continue_command(cfg)}", file=sys.stderr)
         elif training:
-            print("\ninterrupted before any training step was saved", file=sys.stderr)
+            gone = getattr(cfg, "claimed", None) and runs.abandon(cfg.claimed)
+            print(f"\ninterrupted before any training step was saved"
+                  f"{f'; {cfg.claimed} is removed' if gone else ''}", file=sys.stderr)
         else:
             print("\ninterrupted; nothing was written", file=sys.stderr)
         return 130

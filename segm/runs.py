@@ -69,6 +69,22 @@ def claim(home=RUNS, stem="train"):
             raise FileError(files.describe_os_error(error, folder)) from None
 
 
+def abandon(folder):
+    """Remove a folder claim() made for a run stopped before its first checkpoint: empty, or
+    holding only the config.json that run wrote (and its lock's empty file). A folder with
+    anything else is left alone."""
+    left = {".lock", "config.json"}
+    try:
+        if {p.name for p in Path(folder).iterdir()} <= left:
+            for name in left:
+                (Path(folder) / name).unlink(missing_ok=True)
+            Path(folder).rmdir()
+            return True
+    except OSError:
+        pass
+    return False
+
+
 def show_pictures(folder, home=RUNS):
     """Copy a finished run's pictures into home, replacing the ones of the run shown before.
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, call_main
+import main
+from helpers import ROOT, TINY, call_main
 from segm import runs
 from segm.errors import UsageError
 
@@ -138,3 +139,16 @@ def test_the_functions_raise_instead_of_exiting(tmp_path):
         main.train(steps=0)
     with pytest.raises(UsageError, match="holds no run yet"):
         main.evaluate()
+
+
+def test_a_run_stopped_before_its_first_checkpoint_leaves_no_folder(capsys, monkeypatch):
+    def stop(*args, **kwargs):  # Ctrl-C during the first interval, once config.json is written
+        raise KeyboardInterrupt
+    monkeypatch.setattr(main, "fit", stop)
+    status, _, err = call_main(capsys, *TINY, "--steps", "2")
+    assert status == 130 and "train is removed" in err and "Traceback" not in err
+    assert not (runs.RUNS / "train").exists()
+    assert runs.abandon(runs.claim()) and not (runs.RUNS / "train").exists()
+    kept = runs.claim()
+    (kept / "log.csv").write_text("step\n")  # something a run trained: never removed
+    assert not runs.abandon(kept) and (kept / "log.csv").is_file()

@@ -13,8 +13,8 @@
     python benchmark.py breakdown [--models unet,...]   one default run phase by phase; GFLOP/s
     python benchmark.py time [--seeds 0,1] [--baseline OLD_CHECKOUT] [-- main.py flags]
                                  time to quality: whole main.py runs, wall, CPU, test score
-    python benchmark.py names [--steps 1000,3000]   digits named from their masks alone: the
-                                 eleven-class score's bound
+    python benchmark.py names [--steps 1000,3000] [--input photo]   digits named from their
+                                 masks alone (or photo crops): the eleven-class score's bound
     python benchmark.py render   README.md's and RESULTS.md's tables again, from their records
 
 Each subcommand is one file of segm/benchmarks/ (plots: teaching.py) whose docstring says
@@ -205,6 +205,8 @@ def main(argv=None):
                               "true masks alone, and the mean IoU those names allow")
     sub.add_argument("--steps", type=int_list, default=[1000, 3000],
                      help="training budgets, in steps of 64; one row each")
+    sub.add_argument("--input", choices=names.INPUTS, default="mask", help="what the namer "
+                     "sees: the true mask alone, or the photo cropped around the digit")
     sub.add_argument("--seed", type=int, default=0, help="weights and training scenes")
     sub.add_argument("--eval_images", type=positive_int, default=2000,
                      help="test scenes, main.py's fixed test set")

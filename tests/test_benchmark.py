@@ -356,10 +356,25 @@ def test_names_paints_each_digit_with_its_name_and_scores_it_by_hand_count():
     assert (right == masks).all()
 
 
-def test_names_trains_the_namer_and_records_its_accuracy(tmp_path, real_data_dir, capsys):
-    benchmark.main(["names", "--steps", "20", "--eval_images", "64", "--data_dir",
-                    str(real_data_dir), "--out_dir", str(tmp_path)])
-    made = json.loads((tmp_path / "records" / "names_steps_20_eval_images_64.json").read_text())
+def test_names_photo_crops_centre_each_digit_and_stay_inside_the_image():
+    images = np.arange(2 * 32 * 32, dtype=np.float32).reshape(2, 32, 32, 1)
+    masks = np.zeros((2, 32, 32), np.int32)
+    masks[0, 10:20, 4:9] = 3     # box rows 10-19, columns 4-8: centre (15, 6)
+    masks[1, 28:32, 29:32] = 5   # at the bottom-right corner: the window stops at the edge
+    got = names.crops(images, masks, side=8)
+    assert got.shape == (2, 8, 8, 1)
+    assert (got[0, ..., 0] == images[0, 11:19, 2:10, 0]).all()
+    assert (got[1, ..., 0] == images[1, 24:32, 24:32, 0]).all()
+    empty = names.crops(images[:1], np.zeros((1, 32, 32), np.int32), side=8)
+    assert (empty[0, ..., 0] == images[0, 12:20, 12:20, 0]).all()  # no digit: the centre
+
+
+@pytest.mark.parametrize("seen", ["mask", "photo"])
+def test_names_trains_the_namer_and_records_its_accuracy(tmp_path, real_data_dir, capsys, seen):
+    benchmark.main(["names", "--steps", "20", "--eval_images", "64", "--input", seen,
+                    "--data_dir", str(real_data_dir), "--out_dir", str(tmp_path)])
+    made = json.loads((tmp_path / "records" /
+                       f"names_steps_20_eval_images_64_input_{seen}.json").read_text())
     assert made["section"] == "Eleven classes" and made["rows"][0][0] == 20
     accuracy, miou = float(made["rows"][0][1].rstrip("%")), float(made["rows"][0][2])
     assert 0 <= accuracy <= 100 and 0 < miou <= 1

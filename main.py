@@ -364,6 +364,10 @@ def main(argv=None):
         return 1
     except Interrupted as stop:
         done, saved = stop.args
+        if not cfg.checkpoint.is_file():  # nothing to continue: no run is left behind
+            print(f"\ninterrupted at step {done} of {cfg.steps}, before the first checkpoint; "
+                  f"{runs.abandon(cfg)}", file=sys.stderr)
+            return 130
         print(f"\ninterrupted at step {done} of {cfg.steps}; the checkpoint holds step {saved}"
               f"{' (the steps since were not saved)' if done > saved else ''}; continue with: "
               f"{runs.continue_command(cfg)}", file=sys.stderr)
@@ -374,9 +378,8 @@ def main(argv=None):
             print(f"\ninterrupted; the checkpoint is kept; continue with: "
                   f"{runs.continue_command(cfg)}", file=sys.stderr)
         elif training:
-            gone = getattr(cfg, "claimed", None) and runs.abandon(cfg.claimed)
-            print(f"\ninterrupted before any training step was saved"
-                  f"{f'; {cfg.claimed} is removed' if gone else ''}", file=sys.stderr)
+            print(f"\ninterrupted before any training step was saved; {runs.abandon(cfg)}",
+                  file=sys.stderr)
         else:
             print("\ninterrupted; nothing was written", file=sys.stderr)
         return 130

@@ -69,20 +69,26 @@ def claim(home=RUNS, stem="train"):
             raise FileError(files.describe_os_error(error, folder)) from None
 
 
-def abandon(folder):
-    """Remove a folder claim() made for a run stopped before its first checkpoint: empty, or
-    holding only the config.json that run wrote (and its lock's empty file). A folder with
-    anything else is left alone."""
-    left = {".lock", "config.json"}
+def abandon(cfg):
+    """After a stop before the first checkpoint: remove what the run wrote (its config.json
+    and its lock's empty file), and the folder too if the run claimed it, so that no run
+    without a saved step is left for --resume to fail on. Anything else there is kept.
+    Returns the end of the sentence that says what became of the folder."""
+    folder = cfg.out_dir
+    if folder is None or not getattr(cfg, "chief", True):  # no folder yet, or not ours
+        return "nothing was written"
+    ours = {".lock", "config.json"}
     try:
-        if {p.name for p in Path(folder).iterdir()} <= left:
-            for name in left:
-                (Path(folder) / name).unlink(missing_ok=True)
+        if {p.name for p in Path(folder).iterdir()} - ours:
+            return f"{folder} is kept as it is"
+        for name in ours:
+            (Path(folder) / name).unlink(missing_ok=True)
+        if getattr(cfg, "claimed", None) == folder:
             Path(folder).rmdir()
-            return True
+            return f"{folder} is removed"
     except OSError:
-        pass
-    return False
+        return f"{folder} is kept as it is"
+    return f"nothing of it is kept in {folder}"
 
 
 def show_pictures(folder, home=RUNS):

@@ -141,14 +141,18 @@ def test_the_functions_raise_instead_of_exiting(tmp_path):
         main.evaluate()
 
 
-def test_a_run_stopped_before_its_first_checkpoint_leaves_no_folder(capsys, monkeypatch):
-    def stop(*args, **kwargs):  # Ctrl-C during the first interval, once config.json is written
-        raise KeyboardInterrupt
-    monkeypatch.setattr(main, "fit", stop)
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, main.Interrupted(37, 0)])
+def test_a_run_stopped_before_its_first_checkpoint_leaves_no_run(capsys, monkeypatch, stop):
+    def stopped(*args, **kwargs):  # Ctrl-C in the first interval, config.json written
+        raise stop
+    monkeypatch.setattr(main, "fit", stopped)
     status, _, err = call_main(capsys, *TINY, "--steps", "2")
     assert status == 130 and "train is removed" in err and "Traceback" not in err
-    assert not (runs.RUNS / "train").exists()
-    assert runs.abandon(runs.claim()) and not (runs.RUNS / "train").exists()
-    kept = runs.claim()
-    (kept / "log.csv").write_text("step\n")  # something a run trained: never removed
-    assert not runs.abandon(kept) and (kept / "log.csv").is_file()
+    assert "--resume" not in err and not (runs.RUNS / "train").exists()  # nothing to continue
+    named = Path("mine")
+    status, _, err = call_main(capsys, *TINY, "--steps", "2", "--out_dir", named)
+    assert status == 130 and f"nothing of it is kept in {named}" in err
+    assert named.is_dir() and runs.state(named) is None  # the same command starts it anew
+    (named / "notes.txt").write_text("the user's")  # anything else: kept, and the run with it
+    status, _, err = call_main(capsys, *TINY, "--steps", "2", "--out_dir", named)
+    assert f"{named} is kept as it is" in err and (named / "config.json").is_file()

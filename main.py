@@ -194,7 +194,12 @@ def run_training(cfg):
             runs.refuse_to_replace(cfg)
         if cfg.overwrite:
             runs.clear(cfg.out_dir, cfg.checkpoint)
-        return _train_and_score(cfg, strategy, datagen, settings, finished=state == "finished")
+        try:
+            return _train_and_score(cfg, strategy, datagen, settings, finished=state == "finished")
+        except (KeyboardInterrupt, Interrupted):
+            if cfg.chief and not cfg.checkpoint.is_file():  # nothing to continue: no run left
+                cfg.abandoned = runs.abandon(cfg)
+            raise
 
 
 def _train_and_score(cfg, strategy, datagen, settings, finished):
@@ -205,6 +210,7 @@ def _train_and_score(cfg, strategy, datagen, settings, finished):
                          "data": datagen.describe(),
                          **(datagen.record() if folder else {})},
                         cfg.out_dir / "config.json")
+        cfg.wrote_config = True
     if folder:  # your own pictures: whole, of any size, read one by one when scored
         valid = datagen.valid_set(load_data.VALID_IMAGES)
     else:
@@ -364,9 +370,9 @@ def main(argv=None):
         return 1
     except Interrupted as stop:
         done, saved = stop.args
-        if not cfg.checkpoint.is_file():  # nothing to continue: no run is left behind
+        if hasattr(cfg, "abandoned"):  # before the first checkpoint: nothing to continue
             print(f"\ninterrupted at step {done} of {cfg.steps}, before the first checkpoint; "
-                  f"{runs.abandon(cfg)}", file=sys.stderr)
+                  f"{cfg.abandoned}", file=sys.stderr)
             return 130
         print(f"\ninterrupted at step {done} of {cfg.steps}; the checkpoint holds step {saved}"
               f"{' (the steps since were not saved)' if done > saved else ''}; continue with: "
@@ -378,8 +384,8 @@ def main(argv=None):
             print(f"\ninterrupted; the checkpoint is kept; continue with: "
                   f"{runs.continue_command(cfg)}", file=sys.stderr)
         elif training:
-            print(f"\ninterrupted before any training step was saved; {runs.abandon(cfg)}",
-                  file=sys.stderr)
+            print(f"\ninterrupted before any training step was saved; "
+                  f"{getattr(cfg, 'abandoned', 'nothing was written')}", file=sys.stderr)
         else:
             print("\ninterrupted; nothing was written", file=sys.stderr)
         return 130

@@ -70,25 +70,23 @@ def claim(home=RUNS, stem="train"):
 
 
 def abandon(cfg):
-    """After a stop before the first checkpoint: remove what the run wrote (its config.json
-    and its lock's empty file), and the folder too if the run claimed it, so that no run
-    without a saved step is left for --resume to fail on. Anything else there is kept.
-    Returns the end of the sentence that says what became of the folder."""
-    folder = cfg.out_dir
-    if folder is None or not getattr(cfg, "chief", True):  # no folder yet, or not ours
-        return "nothing was written"
-    ours = {".lock", "config.json"}
+    """After a stop before the first checkpoint, inside the run's lock: remove what the run
+    wrote (its config.json, and in a folder it claimed its TensorBoard logs and the folder
+    itself), so that no run without a saved step is left for --resume to fail on. Anything
+    else is kept. Returns what became of the folder, to end the sentence that says so."""
+    folder = Path(cfg.out_dir)
     try:
-        if {p.name for p in Path(folder).iterdir()} - ours:
-            return f"{folder} is kept as it is"
-        for name in ours:
-            (Path(folder) / name).unlink(missing_ok=True)
-        if getattr(cfg, "claimed", None) == folder:
-            Path(folder).rmdir()
-            return f"{folder} is removed"
+        if getattr(cfg, "wrote_config", False):
+            (folder / "config.json").unlink(missing_ok=True)
+        if getattr(cfg, "claimed", None) == cfg.out_dir:
+            shutil.rmtree(folder / "tensorboard", ignore_errors=True)
+            if {p.name for p in folder.iterdir()} <= {".lock"}:
+                (folder / ".lock").unlink(missing_ok=True)
+                folder.rmdir()
+                return f"{folder} is removed"
     except OSError:
-        return f"{folder} is kept as it is"
-    return f"nothing of it is kept in {folder}"
+        pass
+    return f"{folder} is kept" + ("" if state(folder) else ", with no run in it")
 
 
 def show_pictures(folder, home=RUNS):

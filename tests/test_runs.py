@@ -143,16 +143,19 @@ def test_the_functions_raise_instead_of_exiting(tmp_path):
 
 @pytest.mark.parametrize("stop", [KeyboardInterrupt, main.Interrupted(37, 0)])
 def test_a_run_stopped_before_its_first_checkpoint_leaves_no_run(capsys, monkeypatch, stop):
-    def stopped(*args, **kwargs):  # Ctrl-C in the first interval, config.json written
+    def stopped(cfg, *args, **kwargs):  # Ctrl-C in the first interval, config.json written
+        if cfg.tensorboard:
+            (cfg.out_dir / "tensorboard" / "train").mkdir(parents=True)
         raise stop
     monkeypatch.setattr(main, "fit", stopped)
-    status, _, err = call_main(capsys, *TINY, "--steps", "2")
+    status, _, err = call_main(capsys, *TINY, "--steps", "2", "--tensorboard")
     assert status == 130 and "train is removed" in err and "Traceback" not in err
     assert "--resume" not in err and not (runs.RUNS / "train").exists()  # nothing to continue
     named = Path("mine")
+    named.mkdir()
+    (named / "notes.txt").write_text("the user's")
     status, _, err = call_main(capsys, *TINY, "--steps", "2", "--out_dir", named)
-    assert status == 130 and f"nothing of it is kept in {named}" in err
-    assert named.is_dir() and runs.state(named) is None  # the same command starts it anew
-    (named / "notes.txt").write_text("the user's")  # anything else: kept, and the run with it
+    assert status == 130 and f"{named} is kept, with no run in it" in err
+    assert runs.state(named) is None and (named / "notes.txt").read_text() == "the user's"
     status, _, err = call_main(capsys, *TINY, "--steps", "2", "--out_dir", named)
-    assert f"{named} is kept as it is" in err and (named / "config.json").is_file()
+    assert status == 130  # the same command starts it anew: no run there refuses it

@@ -112,6 +112,16 @@ def test_a_count_below_one_is_a_usage_error(argv, capsys):
     assert "must be a positive whole number, not" in capsys.readouterr().err
 
 
+def test_compare_names_two_close_points_one_above_and_one_below():
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots()
+    compare.label_points(ax, [(51, 0.982, "unet_fused"), (62, 0.981, "unet"),
+                              (144, 0.976, "dgcn"), (42, 0.89, "fcn")])
+    offsets = {t.get_text(): t.xyann for t in ax.texts}
+    plt.close(fig)
+    assert offsets == {"fcn": (6, 4), "unet_fused": (6, 4), "unet": (6, -14), "dgcn": (6, 4)}
+
+
 @pytest.mark.slow
 def test_compare_trains_reuses_and_tabulates(tmp_path, capsys):
     argv = ["compare", "--models", "fcn", "--seeds", "0", "--steps", "2", "--eval_every", "1",

@@ -89,15 +89,31 @@ def compare_table(summary, args):
     return columns, rows, caption
 
 
+def label_points(ax, points):
+    """Name each (x, y, name) point above and right of it; a point near one named so (within
+    a sixth of the x range and a twentieth of the y range) is named below it, so no two
+    names overlap."""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    width, height = (max(xs) - min(xs)) or 1, (max(ys) - min(ys)) or 1
+    above = []
+    for x, y, name in sorted(points):
+        near = any(abs(x - u) < width / 6 and abs(y - v) < height / 20 for u, v in above)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, -14 if near else 4))
+        if not near:
+            above.append((x, y))
+
+
 def plot_comparison(summary, path):
     """Foreground IoU against parameters and against training time, seeds as error bars."""
     fig, axes = plots.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    for name, s in summary.items():
-        mean = statistics.mean(s["fg_iou"])
-        err = [[mean - min(s["fg_iou"])], [max(s["fg_iou"]) - mean]]
-        for ax, x in zip(axes, (s["parameters"], s["train_seconds"])):
-            ax.errorbar(x, mean, yerr=err, fmt="o", capsize=4, label=name)
-            ax.annotate(name, (x, mean), textcoords="offset points", xytext=(6, 4))
+    for ax, key in zip(axes, ("parameters", "train_seconds")):
+        points = []
+        for name, s in summary.items():
+            mean = statistics.mean(s["fg_iou"])
+            err = [[mean - min(s["fg_iou"])], [max(s["fg_iou"]) - mean]]
+            ax.errorbar(s[key], mean, yerr=err, fmt="o", capsize=4, label=name)
+            points.append((s[key], mean, name))
+        label_points(ax, points)
     axes[0].set_xlabel("parameters")
     axes[1].set_xlabel("training time, s (median over seeds)")
     axes[0].set_ylabel("foreground IoU on the test set")

@@ -132,13 +132,25 @@ def anchor(heading):
     return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
 
 
-def render_summary(records):
-    """Every record with a headline: what it measures, the value, its command, its section."""
+def sections(text):
+    """{figure name: the '## ' heading it sits under} in a document's text."""
+    found, heading = {}, ""
+    for line in text.splitlines():
+        if line.startswith("## "):
+            heading = line[3:].strip()
+        elif match := re.match(r"<!-- figure (\S+) -->", line):
+            found[match.group(1)] = heading
+    return found
+
+
+def render_summary(records, where=None):
+    """Every record with a headline: what it measures, the value, its command, its section:
+    the heading the figure sits under in the document (where), else the record's own."""
     lines = ["| figure | value | command | section |", "|---|---|---|---|"]
-    for record in records.values():
+    for name, record in records.items():
         if record.get("headline"):
             label, value = record["headline"]
-            section = record["section"]
+            section = (where or {}).get(name) or record["section"]
             lines.append(f"| {label} | {value} | `{record['command']}` | "
                          f"[{section}](#{anchor(section)}) |")
     return "\n".join(lines) + "\n"
@@ -149,7 +161,7 @@ def render_document(text, records, document="the document"):
     def block(match):
         name = match.group(1)
         if name == SUMMARY:
-            body = render_summary(records)
+            body = render_summary(records, sections(text))
         elif name in records:
             body = render(records[name])
         else:

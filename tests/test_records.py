@@ -51,6 +51,11 @@ def test_a_record_renders_its_cells_and_provenance():
         "`python benchmark.py x`. One sentence.\n")
     assert "| IoU | 0.894 | `python benchmark.py x` | [A B](#a-b) |" in records.render_summary(
         {"f": made})
+    page = ("## Summary\n<!-- figure summary -->\n<!-- /figure -->\n## Where it is shown\n"
+            "<!-- figure f -->\n<!-- /figure -->\n")
+    assert records.sections(page) == {"summary": "Summary", "f": "Where it is shown"}
+    assert "[Where it is shown](#where-it-is-shown) |" in records.render_document(
+        page, {"f": made})  # the heading the figure sits under, not the record's own
 
 
 def test_publish_refuses_a_figure_no_page_shows_and_one_another_command_made(tmp_path):

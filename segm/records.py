@@ -198,8 +198,8 @@ def render_all(records=None, root=ROOT):
 
 def publish(folder, names, pictures=()):
     """Copy the records `names` (and pictures) from a benchmark's folder into im/figures and
-    render the documents. Only a figure a document shows is published, and one made by
-    another command is never replaced."""
+    render the documents. Only a figure or picture a document shows is published, and a
+    figure made by another command is never replaced."""
     published = load()
     shown = {figure for document in DOCUMENTS
              for figure, _ in BLOCK.findall((ROOT / document).read_text())}
@@ -215,7 +215,10 @@ def publish(folder, names, pictures=()):
                              f"run that command with --publish to replace it")
         files.write_text(PUBLISHED / f"{name}.json", json.dumps(record, indent=1,
                                                                 ensure_ascii=False) + "\n")
-    for picture in pictures:
+    pages = "".join((ROOT / document).read_text() for document in DOCUMENTS)
+    for picture in pictures:  # only a picture a page shows: im/figures holds nothing unseen
+        if f"im/figures/{Path(picture).name}" not in pages:
+            continue
         with files.atomic_write(PUBLISHED.parent / Path(picture).name) as tmp:
             tmp.write_bytes(Path(picture).read_bytes())
     changed = render_all()

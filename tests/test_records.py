@@ -58,6 +58,24 @@ def test_a_record_renders_its_cells_and_provenance():
         page, {"f": made})  # the heading the figure sits under, not the record's own
 
 
+def test_publish_copies_only_the_pictures_a_page_shows(tmp_path, monkeypatch):
+    for document in records.DOCUMENTS:
+        (tmp_path / document).write_text("<!-- figure f -->\n<!-- /figure -->\n"
+                                         "![f](im/figures/shown.png)\n")
+    (tmp_path / "im" / "figures" / "records").mkdir(parents=True)
+    monkeypatch.setattr(records, "ROOT", tmp_path)
+    monkeypatch.setattr(records, "PUBLISHED", tmp_path / "im" / "figures" / "records")
+    made = {"figure": "f", "command": "python benchmark.py x", "commit": "abc", "date": "d",
+            "machine": {"cpu": "c", "cores": 2}, "caption": "", "columns": ["a"],
+            "rows": [[1]], "headline": None, "section": ""}
+    records.write(made, tmp_path / "bench")
+    for name in ("shown.png", "unseen.png"):
+        (tmp_path / "bench" / name).write_bytes(b"png")
+    records.publish(tmp_path / "bench", ["f"], [tmp_path / "bench" / "shown.png",
+                                               tmp_path / "bench" / "unseen.png"])
+    assert sorted(p.name for p in (tmp_path / "im" / "figures").glob("*.png")) == ["shown.png"]
+
+
 def test_publish_refuses_a_figure_no_page_shows_and_one_another_command_made(tmp_path):
     made = dict(records.load()["compare_gunet"], figure="nowhere")
     records.write(made, tmp_path)

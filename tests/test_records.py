@@ -77,18 +77,17 @@ def test_publish_copies_only_the_pictures_a_page_shows(tmp_path, monkeypatch):
 
 
 def test_publish_refuses_a_figure_no_page_shows_and_one_another_command_made(tmp_path):
-    made = dict(records.load()["compare_gunet"], figure="nowhere")
+    name, command = "compare_regions-regions_offset", "python benchmark.py compare --models " \
+        "regions,regions_offset"
+    made = dict(records.load()[name], figure="nowhere")
     records.write(made, tmp_path)
     with pytest.raises(UsageError, match="no page shows figure nowhere"):
         records.publish(tmp_path, ["nowhere"])
-    other = dict(records.load()["compare_gunet"], command="python benchmark.py compare "
-                 "--models gunet --seeds 0")
+    other = dict(records.load()[name], command=command + " --seeds 0")
     records.write(other, tmp_path)
-    with pytest.raises(UsageError, match="was made by `python benchmark.py compare --models "
-                       "gunet`"):
-        records.publish(tmp_path, ["compare_gunet"])
-    kept = records.load()["compare_gunet"]["command"]
-    assert kept == "python benchmark.py compare --models gunet"
+    with pytest.raises(UsageError, match=f"was made by `{command}`"):
+        records.publish(tmp_path, [name])
+    assert records.load()[name]["command"] == command
 
 
 def test_the_code_version_marks_changed_code_but_not_the_documents_or_figures(tmp_path,
